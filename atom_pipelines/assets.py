@@ -1,0 +1,199 @@
+"""The four assets and their checks. Thin wrappers: partition keys in, windows to the work functions,
+reports out as ``MaterializeResult`` metadata and check results.
+
+Checks are declared on the assets they guard (``check_specs``) and evaluated in the same step from what
+the step just stored, so a blocking failure stops the downstream assets of that run.
+"""
+
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from atom_pipelines import config
+from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.extraction.run import extract_entities
+from atom_pipelines.graph.analysis import analyze_graph
+from atom_pipelines.graph.links import link_entities
+from atom_pipelines.mail.source import MailSource
+from atom_pipelines.mail.sync import sync_messages
+from atom_pipelines.partitions import mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.store.resource import MailStore
+
+#: How many failing items a check names in its metadata; the count is always complete.
+NAMED_IN_CHECK = 50
+
+_backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=config.max_partitions_per_run())
+
+
+def _blocking(name: str, asset_name: str, description: str) -> AssetCheckSpec:
+    return AssetCheckSpec(name, asset=asset_name, blocking=True, description=description)
+
+
+def _check(name: str, failures: Mapping[str, Any], what: str) -> AssetCheckResult:
+    """A blocking ERROR check that passes only when ``failures`` (partition -> what failed) is empty."""
+    named = dict(list(sorted(failures.items()))[:NAMED_IN_CHECK])
+    return AssetCheckResult(
+        check_name=name,
+        passed=not failures,
+        severity=AssetCheckSeverity.ERROR,
+        description=f"{len(failures)} partition(s) with {what}" if failures else f"no partition with {what}",
+        metadata={"failed_partitions": len(failures), "failures": MetadataValue.json(named)},
+    )
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> MetadataValue:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")[:80]
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return MetadataValue.md("\n".join(lines))
+
+
+@asset(
+    partitions_def=mailbox_day_partitions,
+    backfill_policy=_backfill_policy,
+    group_name="mail_graph",
+    kinds={"python", "sql"},
+    check_specs=[
+        _blocking("no_duplicate_message_ids", "outlook_messages", "No message id is listed twice in a partition."),
+        _blocking(
+            "no_quarantined_records",
+            "outlook_messages",
+            "No source record that may belong to the partition was rejected (bad JSON, no id, no date, no mailbox).",
+        ),
+    ],
+)
+def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, store: MailStore) -> MaterializeResult:
+    """The messages of each mailbox-day, with cleaned text split from quoted history and signatures."""
+    windows = windows_from_partition_keys(context.partition_keys)
+    report = sync_messages(mail_source, store, windows)
+    removed = 1 - report.chars_extraction / report.chars_raw if report.chars_raw else 0.0
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": report.message_count,
+            "partitions": len(report.messages_per_partition),
+            "chars_raw": report.chars_raw,
+            "chars_for_extraction": report.chars_extraction,
+            "share_of_text_removed": round(removed, 4),
+            "text_basis": MetadataValue.json(dict(report.text_basis)),
+            "quarantined_records": sum(len(r) for r in report.quarantined.values()),
+            "preview": _md_table(
+                ["received", "from", "subject", "basis"],
+                [(r["received_at"], r["sender_address"], r["subject"], r["text_basis"]) for r in report.preview],
+            ),
+        },
+        check_results=[
+            _check("no_duplicate_message_ids", report.duplicate_ids, "message ids listed twice"),
+            _check(
+                "no_quarantined_records",
+                {k: [f"{r.origin}: {r.reason}" for r in v] for k, v in report.quarantined.items()},
+                "rejected source records",
+            ),
+        ],
+    )
+
+
+@asset(
+    partitions_def=mailbox_day_partitions,
+    backfill_policy=_backfill_policy,
+    group_name="mail_graph",
+    kinds={"python", "sql"},
+    deps=[outlook_messages],
+    check_specs=[
+        _blocking(
+            "extraction_succeeded",
+            "email_entities",
+            "Every message has an extraction outcome, none failed, and a partition with messages has entities.",
+        )
+    ],
+)
+def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, store: MailStore) -> MaterializeResult:
+    """One row per entity mention, with the provider and model that produced it."""
+    windows = windows_from_partition_keys(context.partition_keys)
+    report = extract_entities(extractor, store, windows)
+    failures: dict[str, Any] = {}
+    for key, part in report.partitions.items():
+        problems: dict[str, Any] = {}
+        if part.failed:
+            problems["failed_messages"] = part.failed
+        if part.without_outcome:
+            problems["messages_without_outcome"] = part.without_outcome
+        if part.messages and not part.entities:
+            problems["no_entities"] = f"{part.messages} messages, 0 entities"
+        if problems:
+            failures[key] = problems
+    if failures:
+        context.log.error(f"extraction failed in {len(failures)} partition(s): {sorted(failures)[:10]}")
+    total = report.message_count
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": report.entity_rows,
+            "messages": total,
+            "failed_messages": sum(len(p.failed) for p in report.partitions.values()),
+            **{f"entities_{kind}": n for kind, n in sorted(report.entities_by_type.items())},
+            **{f"outcome_{name}": n for name, n in sorted(report.outcomes.items())},
+            "share_by_provider": MetadataValue.json(
+                {p: round(n / total, 4) for p, n in report.messages_by_provider.items()} if total else {}
+            ),
+        },
+        check_results=[_check("extraction_succeeded", failures, "failed or empty extraction")],
+    )
+
+
+@asset(
+    partitions_def=mailbox_day_partitions,
+    backfill_policy=_backfill_policy,
+    group_name="mail_graph",
+    kinds={"python", "sql"},
+    deps=[email_entities],
+    check_specs=[_blocking("links_point_at_entities", "entity_links", "Every link's ends are entities of its message.")],
+)
+def entity_links(context: AssetExecutionContext, store: MailStore) -> MaterializeResult:
+    """Edges between the entities of each message: sent_to, cc_to, works_at, co_mention."""
+    windows = windows_from_partition_keys(context.partition_keys)
+    report = link_entities(store, windows)
+    dangling: dict[str, list[str]] = {}
+    for link in report.dangling:
+        key = f"{link['day']}|{link['mailbox']}"
+        dangling.setdefault(key, []).append(
+            f"{link['message_id']}: {link['source_key']} -{link['kind']}-> {link['target_key']} ({link['missing_end']} missing)"
+        )
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": report.link_count,
+            **{f"links_{kind}": n for kind, n in sorted(report.links_by_kind.items())},
+        },
+        check_results=[_check("links_point_at_entities", dangling, "links to missing entities")],
+    )
+
+
+@asset(group_name="mail_graph", kinds={"networkx"}, deps=[entity_links])
+def entity_graph(store: MailStore) -> MaterializeResult:
+    """One graph over every link of every mailbox: size, components, central entities, a GraphML file."""
+    report = analyze_graph(store, config.graph_export_dir())
+    return MaterializeResult(
+        metadata={
+            "nodes": report.nodes,
+            "edges": report.edges,
+            "components": report.components,
+            "largest_component": report.largest_component,
+            "graphml_path": MetadataValue.path(str(report.graphml_path)),
+            "top_by_degree": _md_table(["entity", "name", "type", "degree"], report.top_by_degree),
+            "top_by_pagerank": _md_table(
+                ["entity", "name", "type", "pagerank"],
+                [(k, n, t, f"{r:.5f}") for k, n, t, r in report.top_by_pagerank],
+            ),
+        }
+    )

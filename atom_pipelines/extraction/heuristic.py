@@ -1,0 +1,225 @@
+"""The offline heuristic provider: the embedded default, and the last provider behind any LLM.
+
+It finds what a deterministic pass can be sure of: people and their addresses from the headers,
+organizations from non-free-mail address domains, and in the cleaned text e-mail addresses, money, dates,
+phone numbers (libphonenumber), URLs (urlextract) and names in greetings and sign-offs. A name in a
+greeting or sign-off that matches a participant's display name resolves to that participant's address key.
+Its rows always say ``provider=heuristic``: a fallback to it is never passed off as an LLM's answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import re
+import time
+from collections.abc import Iterator
+
+import phonenumbers
+from dateutil import parser as date_parser
+from urlextract import URLExtract
+
+from atom_pipelines.extraction.outcomes import Attempt, EntityMention, EntityType, Outcome, Role
+from atom_pipelines.extraction.providers import ExtractionProvider, MessageText, Participant
+from atom_pipelines.graph import keys
+
+EVIDENCE_CHARS = 200
+
+_EMAIL_IN_TEXT = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+_MONEY = re.compile(
+    r"(?:US\$|\$|USD\s?|EUR\s?|€|£|GBP\s?)\s?\d[\d,]*(?:\.\d+)?"
+    r"(?:\s?(?:million|billion|thousand|mm|bn|k|m)\b)?",
+    re.IGNORECASE,
+)
+_MONTHS = r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+_DATE = re.compile(
+    rf"\b(?:{_MONTHS}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+    rf"|\d{{1,2}}\s+{_MONTHS},?\s+\d{{4}}"
+    r"|\d{1,2}/\d{1,2}/(?:\d{4}|\d{2})"
+    r"|\d{4}-\d{2}-\d{2})\b"
+)
+_NAME = r"[A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2}"
+_GREETING = re.compile(rf"^(?:(?:Hi|Hello|Dear|Hey|Good morning|Good afternoon)\s+)?(?P<name>{_NAME})\s*[,:!]?\s*$")
+_GREETING_WORD = re.compile(rf"^(?:Hi|Hello|Dear|Hey)\s+(?:Mr\.?|Ms\.?|Mrs\.?|Dr\.?)?\s*(?P<name>{_NAME})\b")
+_SIGN_OFF = re.compile(
+    r"^(?:thanks|thank you|regards|best regards|kind regards|best|cheers|sincerely|many thanks|rgds)\b[\s,.!-]*$",
+    re.IGNORECASE,
+)
+_SIGNATURE_NAME = re.compile(rf"^-?\s*(?P<name>{_NAME})\s*$")
+#: Words that look like names at the start of a line but are not.
+_NOT_NAMES = frozenset(
+    "All Team Everyone Folks Guys Thanks Thank Regards Best Cheers Sincerely Please Attached Note Yes No Ok Okay "
+    "Hello Hi Dear Hey Fyi Fw Re Update Meeting Today Tomorrow Monday Tuesday Wednesday Thursday Friday "
+    "Saturday Sunday The This That These Those Subject From Sent To Cc".split()
+)
+_MONEY_SCALE = {"k": "thousand", "m": "million", "mm": "million", "bn": "billion"}
+
+
+@functools.cache
+def _url_extractor() -> URLExtract:
+    return URLExtract()
+
+
+class HeuristicProvider(ExtractionProvider):
+    name = "heuristic"
+    model = "rules-v1"
+
+    def extract(self, message: MessageText) -> Attempt:
+        started = time.perf_counter()
+        mentions = tuple(dedupe_mentions(self._mentions(message)))
+        outcome = Outcome.ENTITIES if mentions else Outcome.NONE_FOUND
+        reason = f"{len(mentions)} entities" if mentions else "no participant or pattern found"
+        return Attempt(
+            provider=self.name,
+            model=self.model,
+            outcome=outcome,
+            reason=reason,
+            mentions=mentions,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def _mentions(self, message: MessageText) -> Iterator[EntityMention]:
+        participants: list[Participant] = []
+        header_roles = [(Role.SENDER, (message.sender,) if message.sender else ())]
+        header_roles += [(Role.TO, message.to), (Role.CC, message.cc)]
+        for role, people in header_roles:
+            for person in people:
+                mention = _participant_mention(person, role)
+                if mention is None:
+                    continue
+                participants.append(person)
+                yield mention
+                domain = keys.organization_domain(person.address.lower())
+                if domain:
+                    yield EntityMention(
+                        keys.organization_key(domain), domain, EntityType.ORGANIZATION, (Role.DOMAIN,), person.address
+                    )
+        if message.subject:
+            yield from _text_mentions(message.subject, Role.SUBJECT)
+        yield from _text_mentions(message.body, Role.TEXT)
+        yield from _named_people(message, participants)
+
+
+def _participant_mention(person: Participant, role: Role) -> EntityMention | None:
+    address = keys.normalize_address(person.address)
+    if address is None:
+        return None
+    name = person.name.strip() or address
+    return EntityMention(keys.person_key(address), name, EntityType.PERSON, (role,), f"{name} <{address}>")
+
+
+def _evidence(text: str, start: int, end: int) -> str:
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start : line_end if line_end != -1 else len(text)].strip()
+    return line[:EVIDENCE_CHARS]
+
+
+def _text_mentions(text: str, role: Role) -> Iterator[EntityMention]:
+    for match in _EMAIL_IN_TEXT.finditer(text):
+        address = keys.normalize_address(match.group())
+        if address:
+            yield EntityMention(
+                keys.person_key(address), address, EntityType.PERSON, (role,), _evidence(text, *match.span())
+            )
+    for match in _MONEY.finditer(text):
+        amount = _normalize_money(match.group())
+        yield EntityMention(
+            keys.value_key("money", amount), match.group().strip(), EntityType.MONEY, (role,),
+            _evidence(text, *match.span()),
+        )
+    for match in _DATE.finditer(text):
+        day = _parse_date(match.group())
+        if day is not None:
+            yield EntityMention(
+                keys.value_key("date", day.isoformat()), match.group(), EntityType.DATE, (role,),
+                _evidence(text, *match.span()),
+            )
+    for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.VALID):
+        e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+        yield EntityMention(
+            keys.value_key("phone", e164), match.raw_string, EntityType.PHONE, (role,),
+            _evidence(text, match.start, match.end),
+        )
+    for url, (start, end) in _url_extractor().find_urls(text, get_indices=True):
+        # Bare "word.tld" hits ("foo.bar") are mostly noise in mail; keep URLs a reader would click.
+        if not re.match(r"(?i)(?:https?://|www\.)", url):
+            continue
+        normalized = url.rstrip(".,;:)>").lower()
+        yield EntityMention(keys.value_key("url", normalized), url, EntityType.URL, (role,), _evidence(text, start, end))
+
+
+def _named_people(message: MessageText, participants: list[Participant]) -> Iterator[EntityMention]:
+    """Names in the greeting (first lines) and the sign-off (after 'Thanks,' or in the signature)."""
+    lines = [line.strip() for line in message.body.splitlines() if line.strip()]
+    for line in lines[:2]:
+        match = _GREETING_WORD.match(line) or _GREETING.match(line)
+        if match and _plausible_name(match.group("name")):
+            yield _resolve_name(match.group("name"), line, Role.GREETING, participants)
+            break
+    tail = [line.strip() for line in message.signature.splitlines() if line.strip()] or lines[-4:]
+    for index, line in enumerate(tail):
+        if _SIGN_OFF.match(line) and index + 1 < len(tail):
+            candidate = _SIGNATURE_NAME.match(tail[index + 1])
+            if candidate and _plausible_name(candidate.group("name")):
+                yield _resolve_name(candidate.group("name"), tail[index + 1], Role.SIGNATURE, participants)
+                return
+
+
+def _plausible_name(name: str) -> bool:
+    return name.split()[0] not in _NOT_NAMES
+
+
+def _resolve_name(name: str, evidence: str, role: Role, participants: list[Participant]) -> EntityMention:
+    """A name that matches exactly one participant's display name (first name or full) is that participant."""
+    wanted = name.casefold().split()
+    matches = {
+        keys.normalize_address(p.address)
+        for p in participants
+        if p.name and _name_matches(wanted, p.name.casefold().replace(",", " ").split())
+    } - {None}
+    if len(matches) == 1:
+        address = matches.pop()
+        return EntityMention(keys.person_key(address), name, EntityType.PERSON, (role,), evidence[:EVIDENCE_CHARS])
+    return EntityMention(keys.person_name_key(name), name, EntityType.PERSON, (role,), evidence[:EVIDENCE_CHARS])
+
+
+def _name_matches(wanted: list[str], display: list[str]) -> bool:
+    return bool(display) and (wanted == display or (len(wanted) == 1 and wanted[0] in display))
+
+
+def _normalize_money(raw: str) -> str:
+    text = raw.strip().lower().replace(",", "").replace(" ", "")
+    currency = "usd"
+    for symbol, code in (("us$", "usd"), ("usd", "usd"), ("$", "usd"), ("eur", "eur"), ("€", "eur"), ("gbp", "gbp"), ("£", "gbp")):
+        if text.startswith(symbol):
+            currency, text = code, text[len(symbol):]
+            break
+    match = re.match(r"(\d+(?:\.\d+)?)([a-z]*)", text)
+    if match is None:
+        return f"{currency}:{text}"
+    number, scale = match.groups()
+    scale = _MONEY_SCALE.get(scale, scale)
+    return f"{currency}:{number}{(' ' + scale) if scale else ''}"
+
+
+def _parse_date(raw: str) -> dt.date | None:
+    try:
+        parsed = date_parser.parse(raw, fuzzy=False, default=dt.datetime(2000, 1, 1))
+    except (ValueError, OverflowError):
+        return None
+    return parsed.date() if 1900 <= parsed.year <= 2100 else None
+
+
+def dedupe_mentions(mentions: Iterator[EntityMention]) -> Iterator[EntityMention]:
+    """One mention per entity key and message: the first found (header roles come first), all roles merged."""
+    by_key: dict[str, EntityMention] = {}
+    for mention in mentions:
+        first = by_key.get(mention.entity_key)
+        if first is None:
+            by_key[mention.entity_key] = mention
+        elif not set(mention.roles) <= set(first.roles):
+            roles = first.roles + tuple(r for r in mention.roles if r not in first.roles)
+            by_key[mention.entity_key] = dataclasses.replace(first, roles=roles)
+    yield from by_key.values()

@@ -1,0 +1,102 @@
+"""What one extraction attempt can end in, and the records the pipeline keeps of it.
+
+Production bug #8 confused "the model returned nothing" with "the message mentions nothing". Here every
+attempt ends in exactly one named outcome; only ``entities`` and ``none_found`` are successes, and a message
+whose every attempt failed is a failed message that the blocking check names.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Outcome(str, enum.Enum):
+    ENTITIES = "entities"  # a valid answer with entities
+    NONE_FOUND = "none_found"  # a valid answer that explicitly found nothing
+    NO_CONTENT = "no_content"  # None, empty or whitespace content
+    TRUNCATED = "truncated"  # finish_reason == "length"
+    REFUSED = "refused"  # a refusal or a content filter
+    UNPARSABLE = "unparsable"  # not JSON, even after repair
+    INVALID = "invalid"  # JSON that fails the schema
+    TRANSPORT = "transport"  # errors after the client's own retries
+    ERROR = "error"  # the provider raised: a bug in our code or theirs, recorded with its message
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (Outcome.ENTITIES, Outcome.NONE_FOUND)
+
+
+class EntityType(str, enum.Enum):
+    PERSON = "person"
+    ORGANIZATION = "organization"
+    PROJECT = "project"
+    PRODUCT = "product"
+    LOCATION = "location"
+    EVENT = "event"
+    DOCUMENT = "document"
+    MONEY = "money"
+    DATE = "date"
+    PHONE = "phone"
+    URL = "url"
+
+
+class Role(str, enum.Enum):
+    """Where in a message an entity was found. Header roles make communication links; text roles co-mention."""
+
+    SENDER = "sender"
+    TO = "to"
+    CC = "cc"
+    DOMAIN = "domain"  # an organization read from a participant's address domain
+    SUBJECT = "subject"
+    GREETING = "greeting"
+    TEXT = "text"
+    SIGNATURE = "signature"
+
+
+TEXT_ROLES = frozenset({Role.SUBJECT, Role.GREETING, Role.TEXT, Role.SIGNATURE})
+
+
+@dataclass(frozen=True)
+class EntityMention:
+    """One entity as one message mentions it. ``roles``: every place in the message it was found, first
+    found first (header roles before text roles)."""
+
+    entity_key: str
+    name: str
+    entity_type: EntityType
+    roles: tuple[Role, ...]
+    evidence: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One provider's try at one message."""
+
+    provider: str
+    model: str
+    outcome: Outcome
+    reason: str
+    mentions: tuple[EntityMention, ...] = ()
+    latency_ms: float = 0.0
+
+
+@dataclass
+class MessageExtraction:
+    """Every attempt for one message; the mentions are those of the first successful attempt."""
+
+    mailbox: str
+    message_id: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.outcome.succeeded), None)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.accepted is not None
+
+    @property
+    def failure_reasons(self) -> str:
+        return "; ".join(f"{a.provider}/{a.model}: {a.outcome.value}: {a.reason}" for a in self.attempts)

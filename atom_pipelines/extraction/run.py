@@ -1,0 +1,125 @@
+"""Extract the entities of stored messages and record every attempt: the work behind ``email_entities``."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atom_pipelines.extraction.outcomes import MessageExtraction
+from atom_pipelines.extraction.providers import MessageText
+from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.partitions import MailboxWindow, partition_key
+from atom_pipelines.store import schema
+from atom_pipelines.store.resource import MailStore
+
+
+@dataclass
+class PartitionExtraction:
+    messages: int = 0
+    entities: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # message id -> every attempt's reason
+    without_outcome: list[str] = field(default_factory=list)  # message ids with no outcome row stored
+
+
+@dataclass
+class ExtractionReport:
+    partitions: dict[str, PartitionExtraction] = field(default_factory=dict)
+    entities_by_type: Counter = field(default_factory=Counter)
+    outcomes: Counter = field(default_factory=Counter)  # final outcome per message
+    messages_by_provider: Counter = field(default_factory=Counter)  # provider whose answer was accepted
+    entity_rows: int = 0
+
+    @property
+    def message_count(self) -> int:
+        return sum(p.messages for p in self.partitions.values())
+
+
+def extract_entities(
+    extractor: EntityExtractor, store: MailStore, windows: Sequence[MailboxWindow]
+) -> ExtractionReport:
+    """Replace the entities and outcomes of these windows by extracting their stored messages again."""
+    message_rows = store.rows(schema.messages, windows)
+    results = extractor.extract_all([MessageText.from_stored(row) for row in message_rows])
+
+    entity_rows: list[dict[str, Any]] = []
+    outcome_rows: list[dict[str, Any]] = []
+    for row, result in zip(message_rows, results, strict=True):
+        outcome_rows.extend(_outcome_rows(row, result))
+        accepted = result.accepted
+        if accepted is None:
+            continue
+        for mention in accepted.mentions:
+            entity_rows.append(
+                {
+                    "mailbox": row["mailbox"],
+                    "message_id": row["message_id"],
+                    "entity_key": mention.entity_key,
+                    "day": row["day"],
+                    "name": mention.name,
+                    "entity_type": mention.entity_type.value,
+                    "roles": ",".join(role.value for role in mention.roles),
+                    "evidence": mention.evidence,
+                    "provider": accepted.provider,
+                    "model": accepted.model,
+                }
+            )
+    store.replace_partitions(
+        windows, {schema.extraction_outcomes: outcome_rows, schema.entities: entity_rows}
+    )
+    return _report(windows, message_rows, results, entity_rows, store)
+
+
+def _outcome_rows(message: dict[str, Any], result: MessageExtraction) -> list[dict[str, Any]]:
+    return [
+        {
+            "mailbox": message["mailbox"],
+            "message_id": message["message_id"],
+            "attempt": number,
+            "day": message["day"],
+            "provider": attempt.provider,
+            "model": attempt.model,
+            "outcome": attempt.outcome.value,
+            "reason": attempt.reason,
+            "entity_count": len(attempt.mentions),
+            "latency_ms": attempt.latency_ms,
+        }
+        for number, attempt in enumerate(result.attempts, start=1)
+    ]
+
+
+def _report(
+    windows: Sequence[MailboxWindow],
+    message_rows: list[dict[str, Any]],
+    results: list[MessageExtraction],
+    entity_rows: list[dict[str, Any]],
+    store: MailStore,
+) -> ExtractionReport:
+    report = ExtractionReport(entity_rows=len(entity_rows))
+    for window in windows:
+        for day in window.days:
+            report.partitions[partition_key(window.mailbox, day)] = PartitionExtraction()
+    for row, result in zip(message_rows, results, strict=True):
+        part = report.partitions[partition_key(row["mailbox"], row["day"])]
+        part.messages += 1
+        accepted = result.accepted
+        if accepted is None:
+            part.failed[row["message_id"]] = result.failure_reasons or "no provider was tried"
+            report.outcomes[result.attempts[-1].outcome.value if result.attempts else "untried"] += 1
+        else:
+            report.outcomes[accepted.outcome.value] += 1
+            report.messages_by_provider[accepted.provider] += 1
+    for entity in entity_rows:
+        report.partitions[partition_key(entity["mailbox"], entity["day"])].entities += 1
+        report.entities_by_type[entity["entity_type"]] += 1
+
+    # Verify from what was stored, not from what we meant to store: every message has an outcome row.
+    with_outcome = defaultdict(set)
+    for outcome in store.rows(schema.extraction_outcomes, windows):
+        with_outcome[partition_key(outcome["mailbox"], outcome["day"])].add(outcome["message_id"])
+    for row in message_rows:
+        key = partition_key(row["mailbox"], row["day"])
+        if row["message_id"] not in with_outcome[key]:
+            report.partitions[key].without_outcome.append(row["message_id"])
+    return report

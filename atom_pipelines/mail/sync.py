@@ -1,0 +1,107 @@
+"""Fetch, clean and store the messages of mailbox windows: the work behind ``outlook_messages``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atom_pipelines.mail.cleaning import clean_body
+from atom_pipelines.mail.source import MailSource, RejectedRecord, SourcedMessage
+from atom_pipelines.partitions import MailboxWindow, partition_key
+from atom_pipelines.store import schema
+from atom_pipelines.store.resource import MailStore
+
+PREVIEW_ROWS = 10
+
+
+@dataclass
+class SyncReport:
+    messages_per_partition: dict[str, int] = field(default_factory=dict)
+    duplicate_ids: dict[str, list[str]] = field(default_factory=dict)  # partition -> ids listed twice
+    quarantined: dict[str, list[RejectedRecord]] = field(default_factory=dict)  # partition -> records
+    chars_raw: int = 0
+    chars_extraction: int = 0
+    text_basis: Counter = field(default_factory=Counter)
+    preview: list[dict[str, Any]] = field(default_factory=list)  # the first rows, for the UI
+
+    @property
+    def message_count(self) -> int:
+        return sum(self.messages_per_partition.values())
+
+
+def sync_messages(source: MailSource, store: MailStore, windows: Sequence[MailboxWindow]) -> SyncReport:
+    """Replace the stored messages (and quarantine rows) of these windows with what the source lists now."""
+    report = SyncReport()
+    message_rows: list[dict[str, Any]] = []
+    quarantine_rows: list[dict[str, Any]] = []
+    for window in windows:
+        batch = source.fetch_window(window)
+        for day in window.days:
+            key = partition_key(window.mailbox, day)
+            listed = batch.messages_by_day.get(day, [])
+            counts = Counter(item.message.id for item in listed)
+            duplicates = sorted(message_id for message_id, n in counts.items() if n > 1)
+            if duplicates:
+                report.duplicate_ids[key] = duplicates
+            seen: set[str] = set()
+            for item in listed:
+                if item.message.id in seen:
+                    continue  # kept out of the store and named by the duplicate-id check
+                seen.add(item.message.id)
+                message_rows.append(_message_row(item, day, report))
+            report.messages_per_partition[key] = len(seen)
+            rejected = batch.rejected_by_day.get(day, [])
+            if rejected:
+                report.quarantined[key] = rejected
+                quarantine_rows.extend(_quarantine_row(window.mailbox, day, r) for r in rejected)
+    report.preview = message_rows[:PREVIEW_ROWS]
+    store.replace_partitions(
+        windows, {schema.messages: message_rows, schema.quarantined_records: quarantine_rows}
+    )
+    return report
+
+
+def _message_row(item: SourcedMessage, day: dt.date, report: SyncReport) -> dict[str, Any]:
+    message = item.message
+    cleaned = clean_body(message.body)
+    report.chars_raw += len(message.body.content)
+    report.chars_extraction += len(cleaned.extraction_text)
+    report.text_basis[cleaned.text_basis] += 1
+    sender = message.sender.email_address if message.sender else None
+    return {
+        "mailbox": item.mailbox,
+        "message_id": message.id,
+        "day": day,
+        "received_at": message.received_utc,
+        "internet_message_id": message.internet_message_id,
+        "conversation_id": message.conversation_id,
+        "subject": message.subject or "",
+        "sender_name": sender.name if sender else None,
+        "sender_address": sender.address if sender else None,
+        "to_recipients": [r.email_address.model_dump() for r in message.to_recipients],
+        "cc_recipients": [r.email_address.model_dump() for r in message.cc_recipients],
+        "body_content_type": message.body.content_type,
+        "body_raw": message.body.content,
+        "new_text": cleaned.new_text,
+        "signature_text": cleaned.signature,
+        "quoted_text": cleaned.quoted_text,
+        "text_basis": cleaned.text_basis,
+        "extraction_text": cleaned.extraction_text,
+        "content_hash": message.content_hash(),
+        "origin": item.origin,
+    }
+
+
+def _quarantine_row(mailbox: str, day: dt.date, record: RejectedRecord) -> dict[str, Any]:
+    return {
+        "mailbox": mailbox,
+        "day": day,
+        "origin": record.origin,
+        "record_mailbox": record.mailbox,
+        "record_day": record.day,
+        "reason": record.reason,
+        "raw_excerpt": record.raw_excerpt,
+    }

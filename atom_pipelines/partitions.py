@@ -1,0 +1,80 @@
+"""The partition scheme: one partition = one mailbox x one UTC day.
+
+Everything that knows the scheme lives here. The real work (fetch, clean, extract, link, store) takes a
+list of :class:`MailboxWindow` and never a partition key, so moving to tenant x day or day-with-mailboxes
+later touches only this module and the thin asset wrappers (see ARCHITECTURE.md, "Scale ceiling").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+
+from dagster import (
+    DailyPartitionsDefinition,
+    DynamicPartitionsDefinition,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+)
+
+from atom_pipelines import config
+
+MAILBOX_DIMENSION = "mailbox"
+DATE_DIMENSION = "date"
+
+mailbox_partitions = DynamicPartitionsDefinition(name=MAILBOX_DIMENSION)
+
+
+def _daily_partitions() -> DailyPartitionsDefinition:
+    end = config.partition_end_date()
+    return DailyPartitionsDefinition(
+        start_date=config.partition_start_date().isoformat(),
+        end_date=end.isoformat() if end else None,
+        timezone="UTC",
+    )
+
+
+mailbox_day_partitions = MultiPartitionsDefinition(
+    {MAILBOX_DIMENSION: mailbox_partitions, DATE_DIMENSION: _daily_partitions()}
+)
+
+
+@dataclass(frozen=True, order=True)
+class MailboxWindow:
+    """One mailbox and the UTC days a run covers, as half-open ``[start, end)`` datetimes per day."""
+
+    mailbox: str
+    days: tuple[dt.date, ...]
+
+    def day_bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+        return start, start + dt.timedelta(days=1)
+
+    def partition_keys(self) -> list[str]:
+        return [partition_key(self.mailbox, day) for day in self.days]
+
+
+def partition_key(mailbox: str, day: dt.date) -> str:
+    """The multi-partition key string Dagster uses (dimensions sorted by name: ``date|mailbox``)."""
+    return str(MultiPartitionKey({MAILBOX_DIMENSION: mailbox, DATE_DIMENSION: day.isoformat()}))
+
+
+def windows_from_partition_keys(keys: list[str]) -> list[MailboxWindow]:
+    """Group the partition keys of a run (one key, or a backfill range) into one window per mailbox."""
+    days_by_mailbox: dict[str, set[dt.date]] = defaultdict(set)
+    for key in keys:
+        dims = key.keys_by_dimension if isinstance(key, MultiPartitionKey) else _split_key(key)
+        days_by_mailbox[dims[MAILBOX_DIMENSION]].add(dt.date.fromisoformat(dims[DATE_DIMENSION]))
+    return [
+        MailboxWindow(mailbox=mailbox, days=tuple(sorted(days)))
+        for mailbox, days in sorted(days_by_mailbox.items())
+    ]
+
+
+def _split_key(key: str) -> dict[str, str]:
+    try:
+        date_part, mailbox = key.split("|", 1)
+    except ValueError as exc:
+        raise ValueError(f"partition key {key!r} is not of the form 'YYYY-MM-DD|mailbox'") from exc
+    return {DATE_DIMENSION: date_part, MAILBOX_DIMENSION: mailbox}

