@@ -39,6 +39,14 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
+def dispose_engine(url: str) -> None:
+    """Close and forget the engine of a database (before dropping it, in tests and tools)."""
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
 def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

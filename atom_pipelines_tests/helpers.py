@@ -1,0 +1,70 @@
+"""Running the real assets in tests: resources pointed at test data, partition ranges as a backfill runs them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+
+from atom_pipelines.assets import email_entities, entity_graph, entity_links, outlook_messages
+from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.mail.source import ExportMailSource
+from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key
+from atom_pipelines.store.resource import MailStore
+
+PARTITIONED_CHAIN = [outlook_messages, email_entities, entity_links]
+ALL_ASSETS = [*PARTITIONED_CHAIN, entity_graph]
+
+
+def resources(export_dir: Path, database_url: str, extractor: EntityExtractor | None = None) -> dict[str, Any]:
+    return {
+        "mail_source": ExportMailSource(export_dir=str(export_dir)),
+        "store": MailStore(database_url=database_url),
+        "extractor": extractor or EntityExtractor(chain="heuristic"),
+    }
+
+
+def materialize_days(
+    instance: DagsterInstance,
+    run_resources: dict[str, Any],
+    mailbox: str,
+    first_day: dt.date | str,
+    last_day: dt.date | str | None = None,
+    assets: list | None = None,
+    raise_on_error: bool = True,
+) -> ExecuteInProcessResult:
+    """Materialize one mailbox's days [first_day, last_day] in one run, as a multi_run backfill chunk does."""
+    first = dt.date.fromisoformat(str(first_day))
+    last = dt.date.fromisoformat(str(last_day or first_day))
+    if mailbox not in instance.get_dynamic_partitions(MAILBOX_DIMENSION):
+        instance.add_dynamic_partitions(MAILBOX_DIMENSION, [mailbox])
+    if first == last:
+        extra: dict[str, Any] = {"partition_key": partition_key(mailbox, first)}
+    else:
+        extra = {
+            "tags": {
+                "dagster/asset_partition_range_start": partition_key(mailbox, first),
+                "dagster/asset_partition_range_end": partition_key(mailbox, last),
+            }
+        }
+    return materialize(
+        assets or PARTITIONED_CHAIN,
+        instance=instance,
+        resources=run_resources,
+        raise_on_error=raise_on_error,
+        **extra,
+    )
+
+
+def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:
+    """check name -> passed, for every check evaluated in the run."""
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def check_metadata(result: ExecuteInProcessResult, check_name: str) -> dict[str, Any]:
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name == check_name:
+            return {k: v.value for k, v in evaluation.metadata.items()}
+    raise KeyError(f"check {check_name} was not evaluated")
