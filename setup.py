@@ -21,6 +21,8 @@ setup(
         "msal>=1.28",
         "requests>=2.32",
         "networkx>=3.3",
+        # networkx.pagerank runs on scipy sparse matrices (and is what makes 1M links feasible).
+        "scipy>=1.13",
         "pydantic>=2.7",
         "SQLAlchemy>=2.0,<2.2",
         # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; production URLs say postgresql+psycopg2://.
