@@ -1,0 +1,70 @@
+"""The code location loads, its names are the contracts others rely on, and no secret reaches its config.
+
+Production bug #6: workers died at start-up on a broken import that no test loaded. Here the Definitions
+are loaded in-process and through Dagster's own CLI validation from a clean DAGSTER_HOME, as a server does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from dagster import AssetKey, DynamicPartitionsDefinition, EnvVar, MultiPartitionsDefinition
+
+from atom_pipelines_tests.conftest import REPO_ROOT
+
+
+def test_definitions_import_with_the_contract_names() -> None:
+    from atom_pipelines import defs
+
+    graph = defs.resolve_asset_graph()
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
+        "outlook_messages",
+        "email_entities",
+        "entity_links",
+        "entity_graph",
+    }
+    partitions = graph.get(AssetKey("outlook_messages")).partitions_def
+    assert isinstance(partitions, MultiPartitionsDefinition)
+    dims = {d.name: d.partitions_def for d in partitions.partitions_defs}
+    assert set(dims) == {"mailbox", "date"}
+    assert isinstance(dims["mailbox"], DynamicPartitionsDefinition) and dims["mailbox"].name == "mailbox"
+    assert graph.get(AssetKey("entity_graph")).partitions_def is None
+    assert defs.resolve_job_def("mail_to_links") is not None
+    assert defs.resolve_sensor_def("register_mailboxes") is not None
+    checks = {key.name for key in graph.asset_check_keys}
+    assert checks == {
+        "no_duplicate_message_ids",
+        "no_quarantined_records",
+        "extraction_succeeded",
+        "links_point_at_entities",
+    }
+
+
+def test_the_database_url_reaches_resources_only_as_an_env_var_name() -> None:
+    code = (
+        "from atom_pipelines.definitions import defs;"
+        "store = defs.resources['store'];"
+        "print(type(store.database_url).__name__, store.database_url.env_var_name)"
+    )
+    env = {**os.environ, "ATOM_DATABASE_URL": "postgresql+psycopg2://atom:s3cret-pw@db.example/atom"}
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == f"{EnvVar.__name__} ATOM_DATABASE_URL"
+    assert "s3cret" not in out
+
+
+def test_dagster_validates_the_workspace_from_a_clean_home(tmp_path) -> None:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    completed = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "All code locations passed validation" in completed.stdout + completed.stderr
