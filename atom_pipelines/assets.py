@@ -6,6 +6,7 @@ the step just stored, so a blocking failure stops the downstream assets of that 
 """
 
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,8 @@ from dagster import (
     asset,
 )
 
+from dagster import BetaWarning
+
 from atom_pipelines import config
 from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.extraction.run import extract_entities
@@ -32,6 +35,10 @@ from atom_pipelines.store.resource import MailStore
 
 #: How many failing items a check names in its metadata; the count is always complete.
 NAMED_IN_CHECK = 50
+
+# Batching partitions into runs is the point of backfill_policy (beta in Dagster 1.13); say it once here
+# instead of on every import.
+warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
 
 _backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=config.max_partitions_per_run())
 
