@@ -1,0 +1,288 @@
+"""Neural links and the entity graph (``atom_pipelines.graph.links``, ``atom_pipelines.graph.analysis``).
+
+``links_for_message`` decides which edges the graph has: communication (sender -> To / Cc), ``works_at`` (a
+person to the organization of their address domain, only when that organization is an entity of the same
+message, otherwise the link would dangle) and ``co_mention`` between entities the *text* mentions. Header-only
+participants must not co-mention, or every recipient of a mailing list becomes a clique; an undirected
+co-mention stored in both directions, or a self loop, double-counts degree and PageRank. ``analyze_graph`` turns
+the stored links into one graph: these tests check its counts, components and ranking against a small store
+whose answer is worked out by hand, and that the GraphML export reads back as the same graph.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from atom_pipelines.extraction.heuristic import HeuristicProvider
+from atom_pipelines.extraction.providers import MessageText, Participant
+from atom_pipelines.graph.analysis import analyze_graph
+from atom_pipelines.graph.links import links_for_message
+from atom_pipelines.partitions import MailboxWindow
+from atom_pipelines.store import schema
+from atom_pipelines.store.resource import MailStore
+
+ALICE = "person:alice@enron.com"
+BOB = "person:bob@enron.com"
+CAROL = "person:carol@example.com"
+DAVE = "person:dave@gmail.com"
+ENRON = "organization:enron.com"
+EXAMPLE = "organization:example.com"
+MONEY = "money:usd:2500"
+DATE = "date:2001-10-15"
+
+
+def entity(key: str, roles: str) -> dict[str, str]:
+    """An entity row as links_for_message reads it (roles comma-separated, as the store keeps them)."""
+    return {"entity_key": key, "roles": roles}
+
+
+def kinds(edges: list[tuple[str, str, str]]) -> dict[str, set[tuple[str, str]]]:
+    by_kind: dict[str, set[tuple[str, str]]] = {}
+    for source, target, kind in edges:
+        by_kind.setdefault(kind, set()).add((source, target))
+    return by_kind
+
+
+# -- links_for_message -------------------------------------------------------------------------------------------
+
+
+def test_sender_links_to_to_and_cc_recipients() -> None:
+    edges = links_for_message(
+        [entity(ALICE, "sender"), entity(BOB, "to"), entity(CAROL, "cc"), entity(DAVE, "to,cc")]
+    )
+    by_kind = kinds(edges)
+    assert by_kind["sent_to"] == {(ALICE, BOB), (ALICE, DAVE)}
+    # Someone in both To and Cc is one sent_to, not also a cc_to.
+    assert by_kind["cc_to"] == {(ALICE, CAROL)}
+
+
+def test_no_sender_no_communication_links() -> None:
+    edges = links_for_message([entity(BOB, "to"), entity(CAROL, "cc")])
+    assert edges == []
+
+
+def test_sender_who_is_also_a_recipient_gets_no_self_loop() -> None:
+    edges = links_for_message([entity(ALICE, "sender,to"), entity(BOB, "to")])
+    assert edges == [(ALICE, BOB, "sent_to")]
+
+
+def test_works_at_only_when_the_organization_entity_is_present() -> None:
+    with_org = links_for_message([entity(ALICE, "sender"), entity(ENRON, "domain"), entity(CAROL, "to")])
+    assert kinds(with_org)["works_at"] == {(ALICE, ENRON)}  # carol@example.com: example.com is not an entity
+
+    without_org = links_for_message([entity(ALICE, "sender"), entity(BOB, "to")])
+    assert "works_at" not in kinds(without_org)
+
+
+def test_works_at_uses_the_registered_domain_and_skips_free_mail() -> None:
+    edges = links_for_message(
+        [
+            entity("person:jane@mail.example.co.uk", "sender"),
+            entity("organization:example.co.uk", "domain"),
+            entity(DAVE, "to"),  # gmail: never an organization, even if a gmail "organization" were present
+            entity("organization:gmail.com", "domain"),
+        ]
+    )
+    assert kinds(edges)["works_at"] == {("person:jane@mail.example.co.uk", "organization:example.co.uk")}
+
+
+def test_person_name_keys_have_no_employer() -> None:
+    edges = links_for_message([entity("person-name:john", "greeting"), entity(ENRON, "domain")])
+    assert "works_at" not in kinds(edges)
+
+
+def test_co_mention_among_text_role_entities_only() -> None:
+    edges = links_for_message(
+        [
+            entity(ALICE, "sender,signature"),  # header and text: takes part in co-mention
+            entity(BOB, "to"),  # header only: does not
+            entity(CAROL, "cc"),
+            entity(ENRON, "domain"),
+            entity(MONEY, "text"),
+            entity(DATE, "subject"),
+            entity("person-name:john", "greeting"),
+        ]
+    )
+    co = kinds(edges)["co_mention"]
+    text_keys = sorted([ALICE, MONEY, DATE, "person-name:john"])
+    assert co == {(a, b) for i, a in enumerate(text_keys) for b in text_keys[i + 1 :]}
+    assert len(co) == 6  # 4 choose 2
+    assert not any({BOB, CAROL, ENRON} & {a, b} for a, b in co)
+
+
+def test_co_mention_stored_once_per_unordered_pair_smaller_key_first() -> None:
+    # Given in descending key order, so "source < target" cannot come from the input order.
+    edges = links_for_message([entity(key, "text") for key in sorted([ALICE, BOB, MONEY, DATE], reverse=True)])
+    assert all(kind == "co_mention" for _, _, kind in edges)
+    assert all(source < target for source, target, _ in edges)
+    pairs = [frozenset((s, t)) for s, t, _ in edges]
+    assert len(pairs) == len(set(pairs)) == 6
+
+
+def test_no_self_loops_and_no_duplicate_edges_on_a_busy_message() -> None:
+    rows = [
+        entity(ALICE, "sender,text,signature"),
+        entity(BOB, "to,greeting"),
+        entity(CAROL, "to,cc,text"),
+        entity(ENRON, "domain"),
+        entity(EXAMPLE, "domain"),
+        entity(MONEY, "text"),
+        entity(DATE, "subject,text"),
+    ]
+    edges = links_for_message(rows)
+    assert len(edges) == len(set(edges))
+    assert all(source != target for source, target, _ in edges)
+    assert Counter(kind for _, _, kind in edges) == {
+        "sent_to": 2,  # alice -> bob, alice -> carol
+        "works_at": 3,  # alice, bob -> enron.com; carol -> example.com
+        "co_mention": 10,  # alice, bob, carol, money, date: 5 choose 2
+    }
+
+
+def test_links_of_a_heuristic_extraction() -> None:
+    """The roles the heuristic provider writes are the roles links_for_message reads."""
+    msg = MessageText(
+        mailbox="vince.kaminski@enron.com",
+        message_id="msg-1",
+        subject="Fee",
+        sender=Participant("Iris Mack", "iris.mack@enron.com"),
+        to=(Participant("Kaminski, Vince J", "vince.kaminski@enron.com"),),
+        cc=(Participant("Hill Huntington", "hillh@stanford.edu"),),
+        new_text="Hi Vince,\n\nThe fee is $2,500.",
+        signature="",
+        body="Hi Vince,\n\nThe fee is $2,500.",
+    )
+    mentions = HeuristicProvider().extract(msg).mentions
+    rows = [entity(m.entity_key, ",".join(r.value for r in m.roles)) for m in mentions]
+    iris, vince, hill = "person:iris.mack@enron.com", "person:vince.kaminski@enron.com", "person:hillh@stanford.edu"
+    assert kinds(links_for_message(rows)) == {
+        "sent_to": {(iris, vince)},
+        "cc_to": {(iris, hill)},
+        "works_at": {(iris, ENRON), (vince, ENRON), (hill, "organization:stanford.edu")},
+        "co_mention": {(MONEY, vince)},  # the greeting named Vince; the fee is in the text
+    }
+
+
+# -- analyze_graph on a small store ------------------------------------------------------------------------------
+
+DAY_1, DAY_2 = dt.date(2001, 10, 1), dt.date(2001, 10, 2)
+WINDOWS = [MailboxWindow("alice@enron.com", (DAY_1, DAY_2)), MailboxWindow("bob@enron.com", (DAY_1,))]
+
+
+def _entity_row(mailbox: str, message_id: str, day: dt.date, key: str, name: str, entity_type: str, roles: str):
+    return {
+        "mailbox": mailbox, "message_id": message_id, "entity_key": key, "day": day, "name": name,
+        "entity_type": entity_type, "roles": roles, "evidence": name, "provider": "heuristic", "model": "rules-v1",
+    }
+
+
+def _link_row(mailbox: str, message_id: str, day: dt.date, source: str, target: str, kind: str):
+    return {
+        "mailbox": mailbox, "message_id": message_id, "source_key": source, "target_key": target, "kind": kind,
+        "day": day, "weight": 1.0,
+    }
+
+
+@pytest.fixture
+def small_store(sqlite_database_url: str) -> MailStore:
+    """Three messages in two mailboxes; the graph they make, by hand:
+
+    component 1: alice - bob (sent_to both ways, 2 messages), alice - carol (cc_to), alice - enron.com,
+                 bob - enron.com (works_at)                               -> 4 nodes, 4 edges
+    component 2: dave - money:usd:2500 (co_mention)                       -> 2 nodes, 1 edge
+    """
+    store = MailStore(database_url=sqlite_database_url)
+    a, b = "alice@enron.com", "bob@enron.com"
+    entities = [
+        _entity_row(a, "m1", DAY_1, ALICE, "Alice Archer", "person", "sender"),
+        _entity_row(a, "m1", DAY_1, BOB, "Bob Baker", "person", "to"),
+        _entity_row(a, "m1", DAY_1, CAROL, "Carol", "person", "cc"),
+        _entity_row(a, "m1", DAY_1, ENRON, "enron.com", "organization", "domain"),
+        _entity_row(a, "m2", DAY_2, DAVE, "Dave", "person", "text"),
+        _entity_row(a, "m2", DAY_2, MONEY, "$2,500", "money", "text"),
+        _entity_row(b, "m3", DAY_1, BOB, "Bob Baker", "person", "sender"),
+        _entity_row(b, "m3", DAY_1, ALICE, "alice@enron.com", "person", "to"),  # a rarer name: not the label
+        _entity_row(b, "m3", DAY_1, ENRON, "enron.com", "organization", "domain"),
+    ]
+    links = [
+        _link_row(a, "m1", DAY_1, ALICE, BOB, "sent_to"),
+        _link_row(a, "m1", DAY_1, ALICE, CAROL, "cc_to"),
+        _link_row(a, "m1", DAY_1, ALICE, ENRON, "works_at"),
+        _link_row(a, "m1", DAY_1, BOB, ENRON, "works_at"),
+        _link_row(a, "m2", DAY_2, MONEY, DAVE, "co_mention"),
+        _link_row(b, "m3", DAY_1, BOB, ALICE, "sent_to"),
+        _link_row(b, "m3", DAY_1, ALICE, ENRON, "works_at"),
+        _link_row(b, "m3", DAY_1, BOB, ENRON, "works_at"),
+    ]
+    store.replace_partitions(WINDOWS, {schema.entities: entities, schema.entity_links: links})
+    assert store.dangling_links(WINDOWS) == []  # the fixture itself is consistent
+    return store
+
+
+def test_analyze_graph_counts_components_and_ranking(small_store: MailStore, tmp_path: Path) -> None:
+    report = analyze_graph(small_store, tmp_path / "export")
+    assert (report.nodes, report.edges) == (6, 5)
+    assert (report.components, report.largest_component) == (2, 4)
+    assert report.top_by_degree == [
+        (ALICE, "Alice Archer", "person", 3),
+        # Ties broken by key, so the ranking is the same on every run.
+        (ENRON, "enron.com", "organization", 2),
+        (BOB, "Bob Baker", "person", 2),
+        (MONEY, "$2,500", "money", 1),
+        (CAROL, "Carol", "person", 1),
+        (DAVE, "Dave", "person", 1),
+    ]
+    ranked = [key for key, *_ in report.top_by_pagerank]
+    assert ranked[0] == ALICE
+    assert sorted(ranked) == sorted([ALICE, BOB, CAROL, DAVE, ENRON, MONEY])
+    assert sum(score for *_, score in report.top_by_pagerank) == pytest.approx(1.0)
+
+
+def test_graphml_reads_back_as_the_same_graph(small_store: MailStore, tmp_path: Path) -> None:
+    report = analyze_graph(small_store, tmp_path / "export")
+    assert report.graphml_path == tmp_path / "export" / "entity_graph.graphml"
+    assert list((tmp_path / "export").iterdir()) == [report.graphml_path]  # no .partial left behind
+
+    graph = nx.read_graphml(report.graphml_path)
+    assert (graph.number_of_nodes(), graph.number_of_edges()) == (report.nodes, report.edges)
+    assert nx.number_connected_components(graph) == report.components
+    assert graph.nodes[ALICE] == {"name": "Alice Archer", "entity_type": "person"}
+    # Both directions of alice <-> bob, over two messages in two mailboxes, are one undirected edge.
+    assert graph[ALICE][BOB] == {"weight": 2.0, "messages": 2, "kinds": "sent_to"}
+    assert graph[BOB][ENRON]["weight"] == 2.0
+    assert graph[ALICE][CAROL]["kinds"] == "cc_to"
+
+
+def test_analyze_graph_merges_kinds_of_one_pair(sqlite_database_url: str, tmp_path: Path) -> None:
+    store = MailStore(database_url=sqlite_database_url)
+    window = MailboxWindow("alice@enron.com", (DAY_1,))
+    store.replace_partitions(
+        [window],
+        {
+            schema.entities: [
+                _entity_row("alice@enron.com", "m1", DAY_1, ALICE, "Alice", "person", "sender,text"),
+                _entity_row("alice@enron.com", "m1", DAY_1, BOB, "Bob", "person", "to,greeting"),
+            ],
+            schema.entity_links: [
+                _link_row("alice@enron.com", "m1", DAY_1, ALICE, BOB, "sent_to"),
+                _link_row("alice@enron.com", "m1", DAY_1, ALICE, BOB, "co_mention"),
+            ],
+        },
+    )
+    report = analyze_graph(store, tmp_path)
+    assert (report.nodes, report.edges, report.components) == (2, 1, 1)
+    edge = nx.read_graphml(report.graphml_path)[ALICE][BOB]
+    assert edge["kinds"] == "co_mention,sent_to"
+    assert edge["weight"] == 2.0
+
+
+def test_analyze_graph_of_an_empty_store(sqlite_database_url: str, tmp_path: Path) -> None:
+    report = analyze_graph(MailStore(database_url=sqlite_database_url), tmp_path)
+    assert (report.nodes, report.edges, report.components, report.largest_component) == (0, 0, 0, 0)
+    assert report.top_by_degree == [] and report.top_by_pagerank == []
+    assert nx.read_graphml(report.graphml_path).number_of_nodes() == 0
