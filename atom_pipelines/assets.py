@@ -35,6 +35,8 @@ from atom_pipelines.store.resource import MailStore
 
 #: How many failing items a check names in its metadata; the count is always complete.
 NAMED_IN_CHECK = 50
+#: Below this many messages with text a partition's none_found share says nothing.
+MIN_MESSAGES_FOR_SHARE = 5
 
 # Batching partitions into runs is the point of backfill_policy (beta in Dagster 1.13); say it once here
 # instead of on every import.
@@ -118,12 +120,19 @@ def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, st
     group_name="mail_graph",
     kinds={"python", "sql"},
     deps=[outlook_messages],
+    # Bounds concurrent extraction across runs, so a 365-day backfill cannot stampede the provider.
+    pool="openai",
     check_specs=[
         _blocking(
             "extraction_succeeded",
             "email_entities",
             "Every message has an extraction outcome, none failed, and a partition with messages has entities.",
-        )
+        ),
+        AssetCheckSpec(
+            "none_found_share_sane",
+            asset="email_entities",
+            description="Not too many messages with text were answered 'nothing here' (a model gone quiet).",
+        ),
     ],
 )
 def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, store: MailStore) -> MaterializeResult:
@@ -144,18 +153,45 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
     if failures:
         context.log.error(f"extraction failed in {len(failures)} partition(s): {sorted(failures)[:10]}")
     total = report.message_count
+    quiet = {
+        key: f"{part.none_found_with_text} of {part.with_text} messages with text answered none_found"
+        for key, part in report.partitions.items()
+        if part.with_text >= MIN_MESSAGES_FOR_SHARE
+        and part.none_found_with_text / part.with_text > config.max_none_found_share()
+    }
     return MaterializeResult(
         metadata={
             "dagster/row_count": report.entity_rows,
             "messages": total,
             "failed_messages": sum(len(p.failed) for p in report.partitions.values()),
+            "relations": report.relation_rows,
+            "llm_calls": report.llm_calls,
+            "cache_hits": report.cache_hits,
+            "prompt_tokens": report.usage.prompt,
+            "completion_tokens": report.usage.completion,
+            "reasoning_tokens": report.usage.reasoning,
+            "cached_prompt_tokens": report.usage.cached,
+            "estimated_cost_usd": round(report.cost_usd, 6),
+            "ungrounded_entities_dropped": report.dropped_entities,
+            "ungrounded_relations_dropped": report.dropped_relations,
             **{f"entities_{kind}": n for kind, n in sorted(report.entities_by_type.items())},
             **{f"outcome_{name}": n for name, n in sorted(report.outcomes.items())},
             "share_by_provider": MetadataValue.json(
                 {p: round(n / total, 4) for p, n in report.messages_by_provider.items()} if total else {}
             ),
         },
-        check_results=[_check("extraction_succeeded", failures, "failed or empty extraction")],
+        check_results=[
+            _check("extraction_succeeded", failures, "failed or empty extraction"),
+            AssetCheckResult(
+                check_name="none_found_share_sane",
+                passed=not quiet,
+                severity=AssetCheckSeverity.WARN,
+                description=f"share of none_found above {config.max_none_found_share():.0%} in {len(quiet)} partition(s)"
+                if quiet
+                else "none_found share is sane",
+                metadata={"failures": MetadataValue.json(dict(sorted(quiet.items())[:NAMED_IN_CHECK]))},
+            ),
+        ],
     )
 
 

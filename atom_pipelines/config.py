@@ -68,3 +68,12 @@ def max_partitions_per_run() -> int:
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"ATOM_MAX_PARTITIONS_PER_RUN={value!r} must be a positive integer")
     return int(value)
+
+
+def max_none_found_share() -> float:
+    """Above this share of messages with text answered 'nothing here', a partition is suspicious
+    (``ATOM_MAX_NONE_FOUND_SHARE``, WARN check ``none_found_share_sane``)."""
+    value = float(os.environ.get("ATOM_MAX_NONE_FOUND_SHARE") or 0.5)
+    if not 0 <= value <= 1:
+        raise ValueError(f"ATOM_MAX_NONE_FOUND_SHARE={value} must be between 0 and 1")
+    return value

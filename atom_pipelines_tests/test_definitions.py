@@ -38,6 +38,7 @@ def test_definitions_import_with_the_contract_names() -> None:
         "no_duplicate_message_ids",
         "no_quarantined_records",
         "extraction_succeeded",
+        "none_found_share_sane",
         "links_point_at_entities",
     }
 

@@ -14,7 +14,7 @@ from dagster import AssetKey, DagsterInstance
 
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
-from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.extraction.resource import EntityExtractor, ProviderSpec
 from atom_pipelines.partitions import partition_key
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
@@ -79,12 +79,15 @@ class EmptyProvider(ExtractionProvider):
 
 
 class ChainOf(EntityExtractor):
-    """The real extractor resource with a test provider in the chain (test code only)."""
+    """The real extractor resource with a test provider as the whole chain (test code only)."""
 
     provider: str
 
-    def providers(self) -> list[ExtractionProvider]:
-        return [{"exploding": ExplodingProvider, "empty": EmptyProvider}[self.provider]()]
+    def specs(self) -> list[ProviderSpec]:
+        return [ProviderSpec(self.provider, "test")]
+
+    def build_provider(self, spec: ProviderSpec, key_env: str, pacer: object) -> ExtractionProvider:
+        return {"exploding": ExplodingProvider, "empty": EmptyProvider}[spec.kind]()
 
 
 def test_a_mailbox_backfill_stores_every_message_with_entities_and_links(
@@ -97,6 +100,7 @@ def test_a_mailbox_backfill_stores_every_message_with_entities_and_links(
         "no_duplicate_message_ids": True,
         "no_quarantined_records": True,
         "extraction_succeeded": True,
+        "none_found_share_sane": True,
         "links_point_at_entities": True,
     }
     messages = table_rows(database_url, schema.messages)

@@ -80,25 +80,41 @@ class HeuristicProvider(ExtractionProvider):
         )
 
     def _mentions(self, message: MessageText) -> Iterator[EntityMention]:
-        participants: list[Participant] = []
-        header_roles = [(Role.SENDER, (message.sender,) if message.sender else ())]
-        header_roles += [(Role.TO, message.to), (Role.CC, message.cc)]
-        for role, people in header_roles:
-            for person in people:
-                mention = _participant_mention(person, role)
-                if mention is None:
-                    continue
-                participants.append(person)
-                yield mention
-                domain = keys.organization_domain(person.address.lower())
-                if domain:
-                    yield EntityMention(
-                        keys.organization_key(domain), domain, EntityType.ORGANIZATION, (Role.DOMAIN,), person.address
-                    )
+        yield from _header_mentions(message)
         if message.subject:
             yield from _text_mentions(message.subject, Role.SUBJECT)
         yield from _text_mentions(message.body, Role.TEXT)
-        yield from _named_people(message, participants)
+        yield from _named_people(message, _participants(message))
+
+
+def header_mentions(message: MessageText) -> tuple[EntityMention, ...]:
+    """The people of From/To/Cc and the organizations of their address domains, deduplicated.
+
+    These are facts of the message's headers, so every provider's answer includes them (an LLM provider's
+    rows carry them too, under that provider's name, since it was given the same headers).
+    """
+    return tuple(dedupe_mentions(_header_mentions(message)))
+
+
+def _participants(message: MessageText) -> list[Participant]:
+    people = [message.sender] if message.sender else []
+    return [p for p in (*people, *message.to, *message.cc) if keys.normalize_address(p.address)]
+
+
+def _header_mentions(message: MessageText) -> Iterator[EntityMention]:
+    header_roles = [(Role.SENDER, (message.sender,) if message.sender else ())]
+    header_roles += [(Role.TO, message.to), (Role.CC, message.cc)]
+    for role, people in header_roles:
+        for person in people:
+            mention = _participant_mention(person, role)
+            if mention is None:
+                continue
+            yield mention
+            domain = keys.organization_domain(person.address.lower())
+            if domain:
+                yield EntityMention(
+                    keys.organization_key(domain), domain, EntityType.ORGANIZATION, (Role.DOMAIN,), person.address
+                )
 
 
 def _participant_mention(person: Participant, role: Role) -> EntityMention | None:
@@ -156,14 +172,14 @@ def _named_people(message: MessageText, participants: list[Participant]) -> Iter
     for line in lines[:2]:
         match = _GREETING_WORD.match(line) or _GREETING.match(line)
         if match and _plausible_name(match.group("name")):
-            yield _resolve_name(match.group("name"), line, Role.GREETING, participants)
+            yield resolve_name(match.group("name"), line, Role.GREETING, participants)
             break
     tail = [line.strip() for line in message.signature.splitlines() if line.strip()] or lines[-4:]
     for index, line in enumerate(tail):
         if _SIGN_OFF.match(line) and index + 1 < len(tail):
             candidate = _SIGNATURE_NAME.match(tail[index + 1])
             if candidate and _plausible_name(candidate.group("name")):
-                yield _resolve_name(candidate.group("name"), tail[index + 1], Role.SIGNATURE, participants)
+                yield resolve_name(candidate.group("name"), tail[index + 1], Role.SIGNATURE, participants)
                 return
 
 
@@ -171,7 +187,7 @@ def _plausible_name(name: str) -> bool:
     return name.split()[0] not in _NOT_NAMES
 
 
-def _resolve_name(name: str, evidence: str, role: Role, participants: list[Participant]) -> EntityMention:
+def resolve_name(name: str, evidence: str, role: Role, participants: list[Participant]) -> EntityMention:
     """A name that matches exactly one participant's display name (first name or full) is that participant."""
     wanted = name.casefold().split()
     matches = {
@@ -186,7 +202,7 @@ def _resolve_name(name: str, evidence: str, role: Role, participants: list[Parti
 
 
 def _name_matches(wanted: list[str], display: list[str]) -> bool:
-    return bool(display) and (wanted == display or (len(wanted) == 1 and wanted[0] in display))
+    return bool(display) and set(wanted) <= set(display)
 
 
 def _normalize_money(raw: str) -> str:

@@ -21,6 +21,7 @@ class Outcome(str, enum.Enum):
     INVALID = "invalid"  # JSON that fails the schema
     TRANSPORT = "transport"  # errors after the client's own retries
     ERROR = "error"  # the provider raised: a bug in our code or theirs, recorded with its message
+    SKIPPED = "skipped"  # the provider could not be used for this message (no API key for its mailbox)
 
     @property
     def succeeded(self) -> bool:
@@ -70,6 +71,36 @@ class EntityMention:
 
 
 @dataclass(frozen=True)
+class RelationMention:
+    """A relation an LLM read in one message, between two entity keys of the same message."""
+
+    source_key: str
+    target_key: str
+    relation: str
+    evidence: str
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    prompt: int = 0
+    completion: int = 0
+    reasoning: int = 0
+    cached: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.completion
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt + other.prompt,
+            self.completion + other.completion,
+            self.reasoning + other.reasoning,
+            self.cached + other.cached,
+        )
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One provider's try at one message."""
 
@@ -79,6 +110,18 @@ class Attempt:
     reason: str
     mentions: tuple[EntityMention, ...] = ()
     latency_ms: float = 0.0
+    relations: tuple[RelationMention, ...] = ()
+    usage: TokenUsage = TokenUsage()
+    cost_usd: float = 0.0
+    #: The start of the raw answer, e-mail addresses and key-like strings masked (for logs and rows).
+    raw_preview: str = ""
+    #: Served from the cache: no request was made.
+    cache_hit: bool = False
+    #: Entities and relations the model returned that the message does not support (see grounding.py).
+    dropped_entities: int = 0
+    dropped_relations: int = 0
+    #: The validated answer as JSON, for the cache (LLM providers only; only successes are cached).
+    answer_json: str | None = None
 
 
 @dataclass

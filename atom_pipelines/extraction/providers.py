@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ class MessageText:
     signature: str
     #: The text extraction reads: the new text and signature, or a bare forward's forwarded message.
     body: str
+    #: The UTC day of the message's partition (budgets are counted per partition).
+    day: dt.date | None = None
 
     @classmethod
     def from_stored(cls, row: dict[str, Any]) -> MessageText:
@@ -48,6 +51,7 @@ class MessageText:
             new_text=row["new_text"],
             signature=row["signature_text"],
             body=row["extraction_text"],
+            day=row["day"],
         )
 
 

@@ -3,7 +3,8 @@
 * ``sent_to`` / ``cc_to``: sender -> each To / Cc recipient (communication);
 * ``works_at``: person -> the organization of their address domain;
 * ``co_mention``: every pair of entities the text mentions (subject, greeting, body, sign-off), undirected,
-  so stored once with the smaller key as source.
+  so stored once with the smaller key as source;
+* ``rel:<relation>``: a relation an LLM read in the message (``entity_relations``), source -> target.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def link_entities(store: MailStore, windows: Sequence[MailboxWindow]) -> LinkRep
         for day in window.days:
             report.links_per_partition[partition_key(window.mailbox, day)] = 0
     rows = list(_link_rows(store.rows(schema.entities, windows)))
+    rows += [_relation_link(relation) for relation in store.rows(schema.entity_relations, windows)]
     for row in rows:
         report.links_per_partition[partition_key(row["mailbox"], row["day"])] += 1
         report.links_by_kind[row["kind"]] += 1
@@ -92,3 +94,15 @@ def _link_rows(entity_rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]
                 "day": day,
                 "weight": 1.0,
             }
+
+
+def _relation_link(relation: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "mailbox": relation["mailbox"],
+        "message_id": relation["message_id"],
+        "source_key": relation["source_key"],
+        "target_key": relation["target_key"],
+        "kind": f"rel:{relation['relation']}",
+        "day": relation["day"],
+        "weight": 1.0,
+    }

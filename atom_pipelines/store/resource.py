@@ -15,6 +15,8 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 from sqlalchemy import Connection, Engine, Table, and_, create_engine, delete, event, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 
 from atom_pipelines import config
@@ -97,6 +99,25 @@ class MailStore(ConfigurableResource):
             for table, rows in rows_by_table.items():
                 conn.execute(delete(table).where(_partition_filter(table, windows)))
                 _bulk_insert(conn, table, rows)
+
+    def cache_put(self, row: Mapping[str, Any]) -> None:
+        """Admit one answer to the extraction cache; a concurrent writer of the same key wins silently,
+        since both wrote the same answer to the same question."""
+        table = schema.extraction_cache
+        insert = (postgresql_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+        with self.engine.begin() as conn:
+            conn.execute(insert.values(**row).on_conflict_do_nothing(index_elements=["cache_key"]))
+
+    def cache_get(self, cache_keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Cached answers by key, for the keys that have one."""
+        table = schema.extraction_cache
+        found: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(cache_keys), 1_000):
+                chunk = list(cache_keys[start : start + 1_000])
+                for row in conn.execute(select(table).where(table.c.cache_key.in_(chunk))):
+                    found[row.cache_key] = dict(row._mapping)
+        return found
 
     # -- reads ----------------------------------------------------------------------------------------
 

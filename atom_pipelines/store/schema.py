@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -63,6 +64,16 @@ extraction_outcomes = Table(
     Column("reason", Text, nullable=False),
     Column("entity_count", Integer, nullable=False),
     Column("latency_ms", Float, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("reasoning_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("cache_hit", Boolean, nullable=False, default=False),
+    Column("dropped_entities", Integer, nullable=False, default=0),
+    Column("dropped_relations", Integer, nullable=False, default=0),
+    # The start of the raw answer, addresses and key-like strings masked: what the model really said.
+    Column("raw_preview", Text, nullable=False, default=""),
     Index("ix_outcomes_partition", "mailbox", "day"),
 )
 
@@ -85,6 +96,37 @@ entities = Table(
     Index("ix_entities_key", "entity_key"),
 )
 
+# Relations an LLM read in a message, between two of its (grounded) entities.
+entity_relations = Table(
+    "entity_relations",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("source_key", String(512), primary_key=True),
+    Column("target_key", String(512), primary_key=True),
+    Column("relation", String(64), primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Index("ix_relations_partition", "mailbox", "day"),
+)
+
+# Validated LLM answers by what was asked: (cleaned-content hash, prompt version, schema hash, provider,
+# model). Only successes ("entities", "none_found") are admitted; a failed answer is never served again.
+extraction_cache = Table(
+    "extraction_cache",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("prompt_version", String(32), nullable=False),
+    Column("schema_hash", String(32), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("answer_json", Text, nullable=False),
+)
+
 entity_links = Table(
     "entity_links",
     metadata,
@@ -92,7 +134,7 @@ entity_links = Table(
     Column("message_id", String(512), primary_key=True),
     Column("source_key", String(512), primary_key=True),
     Column("target_key", String(512), primary_key=True),
-    Column("kind", String(32), primary_key=True),
+    Column("kind", String(80), primary_key=True),
     Column("day", Date, nullable=False),
     Column("weight", Float, nullable=False),
     Index("ix_links_partition", "mailbox", "day"),
@@ -113,4 +155,11 @@ quarantined_records = Table(
     Column("raw_excerpt", Text, nullable=False),
 )
 
-PARTITIONED_TABLES = (messages, extraction_outcomes, entities, entity_links, quarantined_records)
+PARTITIONED_TABLES = (
+    messages,
+    extraction_outcomes,
+    entities,
+    entity_relations,
+    entity_links,
+    quarantined_records,
+)

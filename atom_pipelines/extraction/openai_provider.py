@@ -1,0 +1,166 @@
+"""The OpenAI provider, through the official ``openai`` client: any OpenAI-compatible server (Azure OpenAI,
+vLLM, Ollama, our test server) via ``OPENAI_BASE_URL``.
+
+Every call ends in one named outcome (outcomes.py); nothing here raises for a bad answer. Structured
+outputs (a strict JSON schema made from the pydantic answer model) where the model supports them, JSON
+mode plus validation where it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import openai
+
+from atom_pipelines.extraction.answers import parse_answer, preview
+from atom_pipelines.extraction.grounding import ground
+from atom_pipelines.extraction.heuristic import header_mentions
+from atom_pipelines.extraction.outcomes import Attempt, Outcome, TokenUsage
+from atom_pipelines.extraction.pricing import cost_usd
+from atom_pipelines.extraction.prompt import SYSTEM_PROMPT, user_message
+from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
+from atom_pipelines.extraction.ratelimit import RequestPacer
+from atom_pipelines.extraction.schema import ExtractionAnswer, response_json_schema
+
+#: Model families that accept ``response_format={"type": "json_schema", "strict": true}``.
+STRUCTURED_OUTPUT_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5")
+
+
+def supports_structured_outputs(model: str) -> bool:
+    return model.startswith(STRUCTURED_OUTPUT_PREFIXES)
+
+
+def prompt_for(message: MessageText) -> str:
+    participants = [
+        f"{role}: {p.name} <{p.address}>"
+        for role, people in (("from", (message.sender,) if message.sender else ()), ("to", message.to), ("cc", message.cc))
+        for p in people
+    ]
+    return user_message(message.subject, participants, message.body)
+
+
+class OpenAIProvider(ExtractionProvider):
+    name = "openai"
+
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        pacer: RequestPacer,
+        structured: bool | None = None,
+        max_output_tokens: int = 2_000,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.pacer = pacer
+        self.structured = supports_structured_outputs(model) if structured is None else structured
+        self.max_output_tokens = max_output_tokens
+
+    def response_format(self) -> dict:
+        if self.structured:
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "extraction_answer", "strict": True, "schema": response_json_schema()},
+            }
+        return {"type": "json_object"}
+
+    def extract(self, message: MessageText) -> Attempt:
+        started = time.perf_counter()
+        self.pacer.wait_turn()
+        try:
+            raw = self.client.chat.completions.with_raw_response.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": prompt_for(message)},
+                ],
+                response_format=self.response_format(),
+                temperature=0,
+                max_completion_tokens=self.max_output_tokens,
+            )
+        except openai.APIStatusError as exc:
+            if exc.response is not None:
+                self.pacer.observe(exc.response.headers)
+            return self._failed(Outcome.TRANSPORT, _status_reason(exc), started)
+        except openai.APIConnectionError as exc:  # includes APITimeoutError
+            return self._failed(Outcome.TRANSPORT, f"{type(exc).__name__}: {exc}", started)
+        self.pacer.observe(raw.headers)
+        completion = raw.parse()
+        usage = _usage(completion)
+        base = {
+            "provider": self.name,
+            "model": self.model,
+            "usage": usage,
+            "cost_usd": cost_usd(self.model, usage) or 0.0,
+            "latency_ms": (time.perf_counter() - started) * 1000,
+        }
+        if not completion.choices:
+            return Attempt(outcome=Outcome.NO_CONTENT, reason="response has no choices", **base)
+        choice = completion.choices[0]
+        content = choice.message.content
+        base["raw_preview"] = preview(content if content is not None else choice.message.refusal)
+        if getattr(choice.message, "refusal", None):
+            return Attempt(outcome=Outcome.REFUSED, reason=f"refusal: {choice.message.refusal[:200]}", **base)
+        if choice.finish_reason == "content_filter":
+            return Attempt(outcome=Outcome.REFUSED, reason="finish_reason=content_filter", **base)
+        if choice.finish_reason == "length":
+            return Attempt(
+                outcome=Outcome.TRUNCATED,
+                reason=f"finish_reason=length after {usage.completion} completion tokens",
+                **base,
+            )
+        parsed = parse_answer(content)
+        if parsed.answer is None:
+            return Attempt(outcome=parsed.outcome, reason=parsed.reason, **base)
+        return grounded_attempt(parsed.answer, message, parsed.outcome, parsed.reason, base)
+
+    def _failed(self, outcome: Outcome, reason: str, started: float) -> Attempt:
+        return Attempt(
+            provider=self.name,
+            model=self.model,
+            outcome=outcome,
+            reason=reason,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+
+def grounded_attempt(
+    answer: ExtractionAnswer, message: MessageText, outcome: Outcome, reason: str, base: dict
+) -> Attempt:
+    """A valid answer as an attempt: grounded entities plus the message's header participants."""
+    grounded = ground(answer, message)
+    headers = header_mentions(message)
+    return Attempt(
+        outcome=outcome,
+        reason=f"{reason}; {grounded.dropped_entities} ungrounded entities dropped" if grounded.dropped_entities else reason,
+        mentions=headers + grounded.mentions,
+        relations=grounded.relations,
+        dropped_entities=grounded.dropped_entities,
+        dropped_relations=grounded.dropped_relations,
+        answer_json=answer.model_dump_json(),
+        **base,
+    )
+
+
+def _usage(completion: object) -> TokenUsage:
+    usage = getattr(completion, "usage", None)
+    if usage is None:
+        return TokenUsage()
+    prompt_details = getattr(usage, "prompt_tokens_details", None)
+    completion_details = getattr(usage, "completion_tokens_details", None)
+    return TokenUsage(
+        prompt=usage.prompt_tokens or 0,
+        completion=usage.completion_tokens or 0,
+        reasoning=(getattr(completion_details, "reasoning_tokens", None) or 0) if completion_details else 0,
+        cached=(getattr(prompt_details, "cached_tokens", None) or 0) if prompt_details else 0,
+    )
+
+
+def _status_reason(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    detail = message or json.dumps(exc.body)[:200] if exc.body else str(exc)
+    return f"HTTP {exc.status_code} {code or type(exc).__name__}: {preview(detail)} (request id {exc.request_id})"
