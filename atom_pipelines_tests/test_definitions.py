@@ -24,6 +24,7 @@ def test_definitions_import_with_the_contract_names() -> None:
         "email_entities",
         "entity_links",
         "entity_graph",
+        "llm_key_status",
     }
     partitions = graph.get(AssetKey("outlook_messages")).partitions_def
     assert isinstance(partitions, MultiPartitionsDefinition)
@@ -40,6 +41,7 @@ def test_definitions_import_with_the_contract_names() -> None:
         "extraction_succeeded",
         "none_found_share_sane",
         "links_point_at_entities",
+        "llm_keys_accepted",
     }
 
 
