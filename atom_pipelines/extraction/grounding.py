@@ -1,7 +1,7 @@
 """Grounding: an entity is kept only if the message supports it.
 
-Its name or e-mail address must appear in the subject, the cleaned text or the header participants
-(ignoring case and whitespace); relations keep only when both ends were kept. This is also the guard
+Its name or e-mail address must appear, as whole words, in the subject, the cleaned text or the header
+participants (ignoring case and whitespace); relations keep only when both ends were kept. This is also the guard
 against prompt injection in mail bodies: a model talked into listing 50 invented names puts none of them
 in the graph, and repeats of one name collapse into one entity per message.
 """
@@ -22,6 +22,11 @@ EVIDENCE_CHARS = 200
 
 def _norm(text: str) -> str:
     return _SPACES.sub(" ", text).strip().casefold()
+
+
+def _mentions(text: str, phrase: str) -> bool:
+    """Whole-word occurrence: "Mallory 4" is not supported by a text that only says "Mallory 49"."""
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,8 @@ def ground(answer: ExtractionAnswer, message: MessageText) -> GroundedAnswer:
     for entity in answer.entities:
         name = entity.name.strip()
         email = keys.normalize_address(entity.email or "") if entity.email else None
-        name_ok = bool(name) and _norm(name) in text
-        email_ok = email is not None and email in text
+        name_ok = bool(name) and _mentions(text, _norm(name))
+        email_ok = email is not None and _mentions(text, email)
         if not (name_ok or email_ok):
             dropped += 1
             continue
