@@ -8,6 +8,7 @@ later touches only this module and the thin asset wrappers (see ARCHITECTURE.md,
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ class MailboxWindow:
         return [partition_key(self.mailbox, day) for day in self.days]
 
 
+@functools.lru_cache(maxsize=65_536)
 def partition_key(mailbox: str, day: dt.date) -> str:
     """The multi-partition key string Dagster uses (dimensions sorted by name: ``date|mailbox``)."""
     return str(MultiPartitionKey({MAILBOX_DIMENSION: mailbox, DATE_DIMENSION: day.isoformat()}))
