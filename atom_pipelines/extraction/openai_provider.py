@@ -15,7 +15,7 @@ import openai
 
 from atom_pipelines.extraction.answers import parse_answer, preview
 from atom_pipelines.extraction.grounding import ground
-from atom_pipelines.extraction.heuristic import header_mentions
+from atom_pipelines.extraction.heuristic import dedupe_mentions, header_mentions
 from atom_pipelines.extraction.outcomes import Attempt, Outcome, TokenUsage
 from atom_pipelines.extraction.pricing import cost_usd
 from atom_pipelines.extraction.prompt import SYSTEM_PROMPT, user_message
@@ -134,7 +134,7 @@ def grounded_attempt(
     return Attempt(
         outcome=outcome,
         reason=f"{reason}; {grounded.dropped_entities} ungrounded entities dropped" if grounded.dropped_entities else reason,
-        mentions=headers + grounded.mentions,
+        mentions=tuple(dedupe_mentions(iter(headers + grounded.mentions))),
         relations=grounded.relations,
         dropped_entities=grounded.dropped_entities,
         dropped_relations=grounded.dropped_relations,
