@@ -1,6 +1,7 @@
 """The whole shared corpus (10 mailboxes, 2,853 real messages) through the chain on the real PostgreSQL
-server, batched as the backfill policy batches it: no partition with messages may fail a check, and every
-message must be stored with an extraction outcome. This is the 'Done means' of the walking skeleton."""
+server, batched as the backfill policy batches it, with extraction going through the real ``openai`` client
+to our OpenAI-compatible server (its deterministic model) and the heuristic behind it: no partition with
+messages may fail a check, and every message must be stored with an extraction outcome."""
 
 from __future__ import annotations
 
@@ -10,18 +11,35 @@ from collections import defaultdict
 import sqlalchemy as sa
 from dagster import DagsterInstance
 
+import pytest
+
 from atom_pipelines import config
+from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import CORPUS, corpus_records
 from atom_pipelines_tests.helpers import check_results, materialize_days, resources
+from atom_pipelines_tests.servers.openai_server import OpenAICompatibleServer
 
 
-def test_the_whole_corpus_goes_through_on_postgres(instance: DagsterInstance, postgres_database_url: str) -> None:
+def test_the_whole_corpus_goes_through_on_postgres(
+    instance: DagsterInstance, postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATOM_CORPUS_TEST_KEY", "sk-corpus")
+    with OpenAICompatibleServer(accepted_keys={"sk-corpus"}) as server:
+        extractor = EntityExtractor(
+            chain="openai:gpt-4o-mini,heuristic", openai_base_url=server.base_url, key_env="ATOM_CORPUS_TEST_KEY"
+        )
+        _run_corpus(instance, postgres_database_url, extractor)
+        # Every message went to the model once; copies of the same mail in two mailboxes were served by the cache.
+        assert 2800 <= server.requests <= 2853
+
+
+def _run_corpus(instance: DagsterInstance, postgres_database_url: str, extractor: EntityExtractor) -> None:
     records = corpus_records()
     days_by_mailbox: dict[str, set[dt.date]] = defaultdict(set)
     for record in records:
         days_by_mailbox[record["mailbox"]].add(dt.date.fromisoformat(record["receivedDateTime"][:10]))
-    run_resources = resources(CORPUS.parent, postgres_database_url)
+    run_resources = resources(CORPUS.parent, postgres_database_url, extractor=extractor)
     chunk = config.max_partitions_per_run()
 
     failed_runs = []
@@ -48,6 +66,7 @@ def test_the_whole_corpus_goes_through_on_postgres(instance: DagsterInstance, po
                     sa.select(schema.messages.c.mailbox, schema.messages.c.day).distinct().subquery()
                 )
             ).scalar_one()
+            providers = set(conn.execute(sa.select(sa.distinct(schema.entities.c.provider))).scalars())
             partitions_with_entities = conn.execute(
                 sa.select(sa.func.count()).select_from(
                     sa.select(schema.entities.c.mailbox, schema.entities.c.day).distinct().subquery()
@@ -58,3 +77,4 @@ def test_the_whole_corpus_goes_through_on_postgres(instance: DagsterInstance, po
     assert stored == len(records) == 2853
     assert with_outcome == stored
     assert partitions_with_mail == partitions_with_entities == 661
+    assert providers == {"openai"}

@@ -21,7 +21,7 @@ import pytest
 from atom_pipelines.extraction.heuristic import HeuristicProvider
 from atom_pipelines.extraction.providers import MessageText, Participant
 from atom_pipelines.graph.analysis import analyze_graph
-from atom_pipelines.graph.links import links_for_message
+from atom_pipelines.graph.links import dangling_links, links_for_message
 from atom_pipelines.partitions import MailboxWindow
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore
@@ -220,7 +220,8 @@ def small_store(sqlite_database_url: str) -> MailStore:
         _link_row(b, "m3", DAY_1, BOB, ENRON, "works_at"),
     ]
     store.replace_partitions(WINDOWS, {schema.entities: entities, schema.entity_links: links})
-    assert store.dangling_links(WINDOWS) == []  # the fixture itself is consistent
+    # The fixture itself is consistent.
+    assert dangling_links(store.rows(schema.entity_links, WINDOWS), store.rows(schema.entities, WINDOWS)) == []
     return store
 
 
@@ -286,3 +287,17 @@ def test_analyze_graph_of_an_empty_store(sqlite_database_url: str, tmp_path: Pat
     assert (report.nodes, report.edges, report.components, report.largest_component) == (0, 0, 0, 0)
     assert report.top_by_degree == [] and report.top_by_pagerank == []
     assert nx.read_graphml(report.graphml_path).number_of_nodes() == 0
+
+
+def test_dangling_links_name_the_missing_end() -> None:
+    entities = [_entity_row("a@x.com", "m1", DAY_1, ALICE, "Alice", "person", "sender")]
+    links = [
+        _link_row("a@x.com", "m1", DAY_1, ALICE, BOB, "sent_to"),
+        _link_row("a@x.com", "m2", DAY_1, ALICE, ALICE + "x", "sent_to"),
+    ]
+    found = dangling_links(links, entities)
+    assert [(link["message_id"], link["missing_end"]) for link in found] == [
+        ("m1", "target_key"),
+        ("m2", "source_key"),
+        ("m2", "target_key"),
+    ]

@@ -68,14 +68,30 @@ def link_entities(store: MailStore, windows: Sequence[MailboxWindow]) -> LinkRep
     for window in windows:
         for day in window.days:
             report.links_per_partition[partition_key(window.mailbox, day)] = 0
-    rows = list(_link_rows(store.rows(schema.entities, windows)))
+    entities = store.rows(schema.entities, windows)
+    rows = list(_link_rows(entities))
     rows += [_relation_link(relation) for relation in store.rows(schema.entity_relations, windows)]
     for row in rows:
         report.links_per_partition[partition_key(row["mailbox"], row["day"])] += 1
         report.links_by_kind[row["kind"]] += 1
     store.replace_partitions(windows, {schema.entity_links: rows})
-    report.dangling = store.dangling_links(windows)
+    report.dangling = dangling_links(store.rows(schema.entity_links, windows), entities)
     return report
+
+
+def dangling_links(links: Iterable[dict[str, Any]], entities: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored links whose source or target is not an entity of the same message.
+
+    Compared in memory from what the store returns for the partitions (both reads use the partition index):
+    a correlated anti-join planned on fresh, unanalyzed PostgreSQL tables took 1.2 s for one mailbox-month.
+    """
+    known = {(e["mailbox"], e["message_id"], e["entity_key"]) for e in entities}
+    return [
+        {**link, "missing_end": end}
+        for link in links
+        for end in ("source_key", "target_key")
+        if (link["mailbox"], link["message_id"], link[end]) not in known
+    ]
 
 
 def _link_rows(entity_rows: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:

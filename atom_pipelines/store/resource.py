@@ -129,25 +129,6 @@ class MailStore(ConfigurableResource):
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def dangling_links(self, windows: Sequence[MailboxWindow]) -> list[dict[str, Any]]:
-        """Links of these partitions whose source or target is not an entity of the same message."""
-        links, ents = schema.entity_links, schema.entities
-        found: list[dict[str, Any]] = []
-        with self.engine.connect() as conn:
-            for end in ("source_key", "target_key"):
-                exists = (
-                    select(ents.c.entity_key)
-                    .where(
-                        ents.c.mailbox == links.c.mailbox,
-                        ents.c.message_id == links.c.message_id,
-                        ents.c.entity_key == links.c[end],
-                    )
-                    .exists()
-                )
-                query = select(links).where(_partition_filter(links, windows), ~exists)
-                found.extend({**dict(row._mapping), "missing_end": end} for row in conn.execute(query))
-        return found
-
     def aggregated_links(self) -> Iterator[tuple[str, str, str, float, int]]:
         """All links summed per (source, target, kind): (source, target, kind, weight, messages)."""
         links = schema.entity_links

@@ -1,0 +1,503 @@
+"""Benchmark: a backfill of every partition of the shared corpus, in one process, on SQLite and PostgreSQL.
+
+What it runs. The 10 mailboxes of ../shared/corpus/enron_dev.jsonl (2,853 messages). For each mailbox, every
+UTC day from its first to its last message day (empty days included: they are real partitions of a backfill,
+2,375 in all) is materialized through outlook_messages -> email_entities -> entity_links, batched per mailbox
+into runs of up to N consecutive days (N = ATOM_MAX_PARTITIONS_PER_RUN, default 31: what the assets'
+``BackfillPolicy.multi_run`` does), then entity_graph once. Real resources: ExportMailSource on the corpus
+directory, MailStore on a fresh SQLite file or a throwaway PostgreSQL database ``atom_bench_<random>`` on
+127.0.0.1:5432 (dropped afterwards), EntityExtractor(chain="heuristic"). Dagster side: ``instance_for_test()``
+(a temporary instance), runs in-process via ``dagster.materialize`` with the range tags
+``dagster/asset_partition_range_start``/``_end``, as atom_pipelines_tests/helpers.py does.
+
+Then the baseline, in the same process and on the same store: the 159 days of kevin.hyatt@enron.com once as
+one run per partition and once as batched runs. ARCHITECTURE.md trusts ratios against a baseline in the same
+process more than absolute figures on a shared machine.
+
+How to read the output.
+* ``stage`` rows: seconds spent inside each asset's step, summed over all runs, and messages/s = corpus
+  messages / those seconds. Step time is STEP_START -> STEP_SUCCESS from the run's event log
+  (``instance.all_logs(run_id)``), so it includes the asset's checks (evaluated in the same step) and the
+  store writes, and excludes Dagster's per-run work (planning, run storage, event writes between steps).
+* ``dagster overhead``: the sum of every ``materialize`` call's wall time minus the step time inside it.
+* ``wall``: first run start -> entity_graph done (not counting creating the database, reading the event logs
+  or the verification queries afterwards). ``end-to-end`` = messages / wall; the target is >= 50 msg/s.
+* ``peak RSS``: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the process that did the backfill, read right
+  after it (before the baseline). With ``--db both`` each store runs in its own child process, so each peak
+  is its own; within one process ru_maxrss never goes down.
+* ``checks``: every check evaluation of every run; the script exits non-zero (after printing) if a run failed,
+  a check failed, a run lacked a check evaluation, or a partition was not materialized.
+
+    python bench/corpus_backfill.py [--db sqlite|postgres|both] [--no-baseline]
+"""
+
+from __future__ import annotations
+
+import os
+
+# The partitions definition reads these at import: set them before anything imports atom_pipelines.
+os.environ["ATOM_START_DATE"] = "2000-12-01"
+os.environ["ATOM_END_DATE"] = "2002-07-01"
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+import warnings  # noqa: E402
+from collections import Counter, defaultdict  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+import sqlalchemy as sa  # noqa: E402
+from dagster import (  # noqa: E402
+    DagsterEventType,
+    DagsterInstance,
+    ExecuteInProcessResult,
+    instance_for_test,
+    materialize,
+)
+
+from atom_pipelines import config  # noqa: E402
+from atom_pipelines.assets import email_entities, entity_graph, entity_links, outlook_messages  # noqa: E402
+from atom_pipelines.extraction.resource import EntityExtractor  # noqa: E402
+from atom_pipelines.mail.source import ExportMailSource, SourcedMessage, parse_export_line  # noqa: E402
+from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key  # noqa: E402
+from atom_pipelines.store.resource import MailStore, dispose_engine  # noqa: E402
+
+try:  # Dagster's own warnings about beta/preview APIs are not what this measures.
+    from dagster import BetaWarning, PreviewWarning
+
+    warnings.filterwarnings("ignore", category=BetaWarning)
+    warnings.filterwarnings("ignore", category=PreviewWarning)
+except ImportError:  # pragma: no cover
+    pass
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS_DIR = Path(os.environ.get("ATOM_BENCH_CORPUS_DIR") or REPO.parent / "shared" / "corpus")
+CORPUS = CORPUS_DIR / "enron_dev.jsonl"
+ADMIN_URL = os.environ.get("ATOM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+CHAIN = [outlook_messages, email_entities, entity_links]
+STAGES = ["outlook_messages", "email_entities", "entity_links", "entity_graph"]
+#: Check evaluations every run of the chain must produce (names of the checks declared on the three assets).
+EXPECTED_CHECKS = {
+    "no_duplicate_message_ids",
+    "no_quarantined_records",
+    "extraction_succeeded",
+    "none_found_share_sane",
+    "links_point_at_entities",
+}
+BASELINE_MAILBOX = "kevin.hyatt@enron.com"
+#: Only the console logger's level: the event log (which the step timings come from) still gets every event.
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+class BenchFailure(RuntimeError):
+    """A run, a check or a count did not come out as a correct backfill must."""
+
+
+# -- corpus -------------------------------------------------------------------------------------------
+
+
+def corpus_spans() -> tuple[dict[str, tuple[dt.date, dt.date]], dict[str, int], int]:
+    """Per mailbox: (first, last) message day, messages; and the number of corpus messages.
+
+    Days come from the source's own parser, so they are the UTC days the partitions use."""
+    days: dict[str, list[dt.date]] = defaultdict(list)
+    total = 0
+    for path in sorted(CORPUS_DIR.glob("*.jsonl")):
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                parsed = parse_export_line(line, f"{path.name}:{number}")
+                if not isinstance(parsed, SourcedMessage):
+                    raise BenchFailure(f"corpus record rejected: {parsed}")
+                days[parsed.mailbox].append(parsed.message.received_day)
+                total += 1
+    spans = {m: (min(d), max(d)) for m, d in sorted(days.items())}
+    return spans, {m: len(d) for m, d in days.items()}, total
+
+
+def chunks(first: dt.date, last: dt.date, size: int) -> list[tuple[dt.date, dt.date]]:
+    """[first, last] cut into consecutive ranges of at most ``size`` days, as multi_run cuts a backfill."""
+    out = []
+    start = first
+    while start <= last:
+        end = min(start + dt.timedelta(days=size - 1), last)
+        out.append((start, end))
+        start = end + dt.timedelta(days=1)
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def run_chain(
+    instance: DagsterInstance, resources: dict[str, Any], mailbox: str, first: dt.date, last: dt.date
+) -> ExecuteInProcessResult:
+    if first == last:
+        extra: dict[str, Any] = {"partition_key": partition_key(mailbox, first)}
+    else:
+        extra = {
+            "tags": {
+                "dagster/asset_partition_range_start": partition_key(mailbox, first),
+                "dagster/asset_partition_range_end": partition_key(mailbox, last),
+            }
+        }
+    return materialize(
+        CHAIN, instance=instance, resources=resources, raise_on_error=False, run_config=QUIET, **extra
+    )
+
+
+def verify_run(result: ExecuteInProcessResult, what: str, days: int, tally: Counter) -> list[str]:
+    """Problems with one run of the chain (empty when it is a correct run); counts into ``tally``."""
+    problems = []
+    if not result.success:
+        failure = next((e.message for e in result.all_events if e.is_step_failure), "")
+        problems.append(f"{what}: run failed ({failure})")
+    evaluations = result.get_asset_check_evaluations()
+    seen = Counter(e.check_name for e in evaluations)
+    for name in sorted(EXPECTED_CHECKS - set(seen)):
+        problems.append(f"{what}: check {name} was not evaluated")
+    for evaluation in evaluations:
+        tally["check_evaluations"] += 1
+        if evaluation.passed:
+            tally["checks_passed"] += 1
+            continue
+        tally["checks_failed"] += 1
+        meta = {k: v.value for k, v in evaluation.metadata.items()}
+        problems.append(
+            f"{what}: check {evaluation.check_name} FAILED ({evaluation.severity.value}): "
+            f"{evaluation.description} {json.dumps(meta.get('failures'), default=str)[:400]}"
+        )
+    per_asset = Counter(
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key
+    )
+    for asset_name in STAGES[:3]:
+        tally[f"materialized_{asset_name}"] += per_asset[asset_name]
+        if per_asset[asset_name] != days and result.success:
+            problems.append(f"{what}: {per_asset[asset_name]} {asset_name} partitions materialized of {days}")
+    return problems
+
+
+def step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
+    """Seconds from STEP_START to STEP_SUCCESS (or STEP_FAILURE) per step, from the run's event log."""
+    started: dict[str, float] = {}
+    spent: dict[str, float] = defaultdict(float)
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or record.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[record.step_key] = record.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            spent[record.step_key] += record.timestamp - started.pop(record.step_key)
+    return dict(spent)
+
+
+def make_resources(url: str) -> dict[str, Any]:
+    return {
+        "mail_source": ExportMailSource(export_dir=str(CORPUS_DIR)),
+        "store": MailStore(database_url=url),
+        "extractor": EntityExtractor(chain="heuristic"),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def backfill_corpus(label: str, url: str) -> dict[str, Any]:
+    spans, per_mailbox, messages = corpus_spans()
+    size = config.max_partitions_per_run()
+    plan = [(m, a, b) for m, (first, last) in spans.items() for a, b in chunks(first, last, size)]
+    expected_partitions = sum((last - first).days + 1 for first, last in spans.values())
+    resources = make_resources(url)
+    tally: Counter = Counter()
+    problems: list[str] = []
+    run_ids: list[str] = []
+    run_wall = 0.0
+    print(f"[{label}] {messages} messages, {len(spans)} mailboxes, {expected_partitions} partitions, "
+          f"{len(plan)} runs of <= {size} days + entity_graph", flush=True)
+
+    with instance_for_test() as instance, tempfile.TemporaryDirectory() as exports:
+        os.environ["ATOM_GRAPH_EXPORT_DIR"] = exports
+        instance.add_dynamic_partitions(MAILBOX_DIMENSION, list(spans))
+        started = time.perf_counter()
+        for number, (mailbox, first, last) in enumerate(plan, start=1):
+            run_started = time.perf_counter()
+            result = run_chain(instance, resources, mailbox, first, last)
+            run_wall += time.perf_counter() - run_started
+            run_ids.append(result.run_id)
+            tally["runs"] += 1
+            tally["partitions"] += (last - first).days + 1
+            problems += verify_run(result, f"run {number} {mailbox} {first}..{last}", (last - first).days + 1, tally)
+        run_started = time.perf_counter()
+        graph = materialize([entity_graph], instance=instance, resources=resources, raise_on_error=False,
+                            run_config=QUIET)
+        run_wall += time.perf_counter() - run_started
+        wall = time.perf_counter() - started
+        peak = peak_rss_mb()
+        run_ids.append(graph.run_id)
+        if not graph.success:
+            problems.append("entity_graph run failed")
+        graph_meta = {k: v.value for k, v in graph.get_asset_materialization_events()[0].materialization.metadata.items()} if graph.success else {}
+
+        stage_s: dict[str, float] = defaultdict(float)
+        for run_id in run_ids:
+            for step, seconds in step_seconds(instance, run_id).items():
+                stage_s[step] += seconds
+
+    counts = table_counts(url)
+    if counts["messages"] != messages:
+        problems.append(f"{counts['messages']} messages stored of {messages}")
+    if tally["partitions"] != expected_partitions:
+        problems.append(f"{tally['partitions']} partitions run of {expected_partitions}")
+    if tally["check_evaluations"] != len(plan) * len(EXPECTED_CHECKS):
+        problems.append(f"{tally['check_evaluations']} check evaluations, expected {len(plan) * len(EXPECTED_CHECKS)}")
+    return {
+        "store": label,
+        "messages": messages,
+        "mailboxes": len(spans),
+        "partitions": tally["partitions"],
+        "materialized": {a: tally[f"materialized_{a}"] for a in STAGES[:3]},
+        "runs": tally["runs"] + 1,
+        "chain_runs": tally["runs"],
+        "chunk": size,
+        "wall_s": wall,
+        "run_wall_s": run_wall,
+        "stage_s": dict(stage_s),
+        "peak_rss_mb": peak,
+        "check_evaluations": tally["check_evaluations"],
+        "checks_passed": tally["checks_passed"],
+        "checks_failed": tally["checks_failed"],
+        "counts": counts,
+        "graph": {k: graph_meta.get(k) for k in ("nodes", "edges", "components")},
+        "problems": problems,
+    }
+
+
+def table_counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                t: conn.execute(sa.text(f"select count(*) from {t}")).scalar_one()
+                for t in ("messages", "extraction_outcomes", "entities", "entity_links")
+            } | {
+                "partitions_with_mail": conn.execute(
+                    sa.text("select count(*) from (select distinct mailbox, day from messages) p")
+                ).scalar_one(),
+                "messages_without_outcome": conn.execute(
+                    sa.text(
+                        "select count(*) from messages m where not exists (select 1 from extraction_outcomes o "
+                        "where o.mailbox = m.mailbox and o.message_id = m.message_id)"
+                    )
+                ).scalar_one(),
+            }
+    finally:
+        engine.dispose()
+
+
+def baseline(url: str) -> dict[str, Any]:
+    """One mailbox's whole span: one run per partition vs batched runs, same process, same store."""
+    spans, per_mailbox, _ = corpus_spans()
+    first, last = spans[BASELINE_MAILBOX]
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    batches = chunks(first, last, config.max_partitions_per_run())
+    resources = make_resources(url)
+    tally: Counter = Counter()
+    problems: list[str] = []
+    with instance_for_test() as instance, tempfile.TemporaryDirectory() as exports:
+        os.environ["ATOM_GRAPH_EXPORT_DIR"] = exports
+        instance.add_dynamic_partitions(MAILBOX_DIMENSION, [BASELINE_MAILBOX])
+        # Both modes then replace rows that exist (the store already holds this mailbox after the corpus run).
+        started = time.perf_counter()
+        for day in days:
+            problems += verify_run(run_chain(instance, resources, BASELINE_MAILBOX, day, day), f"baseline {day}", 1, tally)
+        per_partition = time.perf_counter() - started
+        started = time.perf_counter()
+        for a, b in batches:
+            problems += verify_run(
+                run_chain(instance, resources, BASELINE_MAILBOX, a, b), f"baseline {a}..{b}", (b - a).days + 1, tally
+            )
+        batched = time.perf_counter() - started
+    return {
+        "mailbox": BASELINE_MAILBOX,
+        "messages": per_mailbox[BASELINE_MAILBOX],
+        "days": len(days),
+        "per_partition_runs": len(days),
+        "per_partition_s": per_partition,
+        "batched_runs": len(batches),
+        "batched_s": batched,
+        "speedup": per_partition / batched,
+        "check_evaluations": tally["check_evaluations"],
+        "checks_failed": tally["checks_failed"],
+        "problems": problems,
+    }
+
+
+# -- stores -------------------------------------------------------------------------------------------
+
+
+def with_sqlite(fn: Callable[[str], Any]) -> Any:
+    with tempfile.TemporaryDirectory(prefix="atom_bench_") as tmp:
+        url = f"sqlite:///{tmp}/store.sqlite"
+        try:
+            return fn(url)
+        finally:
+            dispose_engine(url)
+
+
+def with_postgres(fn: Callable[[str], Any]) -> Any:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"atom_bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        return fn(url)
+    finally:
+        dispose_engine(url)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def bench_one(db: str, with_baseline: bool) -> dict[str, Any]:
+    def body(url: str) -> dict[str, Any]:
+        result = backfill_corpus("SQLite" if db == "sqlite" else "PostgreSQL", url)
+        print_store(result)
+        if with_baseline:
+            result["baseline"] = baseline(url)
+            print_baseline(result["store"], result["baseline"])
+        return result
+
+    return with_sqlite(body) if db == "sqlite" else with_postgres(body)
+
+
+# -- output -------------------------------------------------------------------------------------------
+
+
+def rate(messages: int, seconds: float | None) -> str:
+    return f"{messages / seconds:,.0f}" if seconds else "-"
+
+
+def print_store(r: dict[str, Any]) -> None:
+    steps = sum(r["stage_s"].values())
+    print(f"[{r['store']}] stage timings: STEP_START -> STEP_SUCCESS from instance.all_logs(run_id), summed over runs")
+    for stage in STAGES:
+        seconds = r["stage_s"].get(stage)
+        print(f"  {stage:<17} {seconds or 0:8.2f} s  {rate(r['messages'], seconds):>8} msg/s")
+    print(f"  {'dagster overhead':<17} {r['run_wall_s'] - steps:8.2f} s  "
+          f"({(r['run_wall_s'] - steps) / r['runs']:.3f} s/run over {r['runs']} runs)")
+    print(f"  wall {r['wall_s']:.2f} s, end to end {r['messages'] / r['wall_s']:.1f} msg/s "
+          f"(target >= 50), peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"  runs {r['runs']} ({r['chain_runs']} chain runs of <= {r['chunk']} days + 1 entity_graph); partitions "
+          f"{r['partitions']} ({r['counts']['partitions_with_mail']} with mail); materialized per asset "
+          f"{r['materialized']}")
+    print(f"  checks: {r['checks_passed']}/{r['check_evaluations']} evaluations passed, {r['checks_failed']} failed; "
+          f"rows: {r['counts']}; graph {r['graph']}")
+    for problem in r["problems"][:20]:
+        print(f"  PROBLEM: {problem}")
+    sys.stdout.flush()
+
+
+def print_baseline(store: str, b: dict[str, Any]) -> None:
+    print(f"[{store}] baseline {b['mailbox']} ({b['messages']} messages, {b['days']} days): "
+          f"one run per partition {b['per_partition_s']:.1f} s ({b['per_partition_runs']} runs, "
+          f"{b['per_partition_s'] / b['per_partition_runs']:.3f} s/run, {b['messages'] / b['per_partition_s']:.1f} msg/s); "
+          f"batched {b['batched_s']:.1f} s ({b['batched_runs']} runs, {b['messages'] / b['batched_s']:.1f} msg/s); "
+          f"speed-up x{b['speedup']:.1f}; {b['checks_failed']} of {b['check_evaluations']} check evaluations failed")
+    for problem in b["problems"][:20]:
+        print(f"  PROBLEM: {problem}")
+    sys.stdout.flush()
+
+
+def machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "?",
+    )
+    mem_kb = next(
+        (int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")),
+        0,
+    )
+    return f"{os.cpu_count()} cores ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, Python {platform.python_version()}"
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    print()
+    print(f"Machine: {machine()}. ATOM_MAX_PARTITIONS_PER_RUN={config.max_partitions_per_run()}.")
+    print("Stage msg/s from STEP_START -> STEP_SUCCESS event timestamps; end-to-end over the whole backfill.")
+    print()
+    header = ["store", "runs", "partitions", "messages", *(f"{s} msg/s" for s in STAGES),
+              "wall s", "end-to-end msg/s", "peak RSS MB", "checks passed", "1 run/partition -> batched"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in results:
+        b = r.get("baseline")
+        speed = (f"x{b['speedup']:.1f} ({b['per_partition_s']:.0f} s -> {b['batched_s']:.0f} s)" if b else "-")
+        cells = [
+            r["store"], r["runs"], r["partitions"], r["messages"],
+            *(rate(r["messages"], r["stage_s"].get(s)) for s in STAGES),
+            f"{r['wall_s']:.1f}", f"{r['messages'] / r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
+            f"{r['checks_passed']}/{r['check_evaluations']}", speed,
+        ]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the one-run-per-partition baseline")
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)  # child mode: write the result as JSON here
+    args = parser.parse_args()
+
+    if args.db == "both":
+        # One child process per store, so that each peak RSS and each warm-up is that store's own.
+        results = []
+        for db in ("sqlite", "postgres"):
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                command = [sys.executable, __file__, "--db", db, "--result-file", out.name]
+                if args.no_baseline:
+                    command.append("--no-baseline")
+                code = subprocess.run(command, check=False).returncode
+                text = Path(out.name).read_text()
+                if text:
+                    results.append(json.loads(text))
+                if code:
+                    print(f"FAILED: the {db} benchmark exited {code}", file=sys.stderr)
+                    if results:
+                        print_table(results)
+                    return code
+        print_table(results)
+        return 0
+
+    result = bench_one(args.db, not args.no_baseline)
+    if args.result_file:
+        Path(args.result_file).write_text(json.dumps(result, default=str))
+    else:
+        print_table([result])
+    problems = result["problems"] + result.get("baseline", {}).get("problems", [])
+    if problems:
+        print(f"FAILED: {len(problems)} problem(s); first: {problems[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
