@@ -7,6 +7,9 @@ Every write replaces exactly the rows of the partitions it covers, in one transa
 
 from __future__ import annotations
 
+import datetime as dt
+import io
+import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -163,6 +166,9 @@ class MailStore(ConfigurableResource):
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+    if conn.dialect.name == "postgresql":
+        _copy_into(conn, table, rows)
+        return
     batch: list[Mapping[str, Any]] = []
     for row in rows:
         batch.append(row)
@@ -171,3 +177,38 @@ def _bulk_insert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any
             batch = []
     if batch:
         conn.execute(table.insert(), batch)
+
+
+def _copy_into(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+    """PostgreSQL's COPY, inside the caller's transaction: 10x and more over executemany of INSERTs."""
+    columns = [column.name for column in table.columns]
+    buffer = io.StringIO()
+    count = 0
+    for row in rows:
+        buffer.write(",".join(_csv_field(row.get(name)) for name in columns))
+        buffer.write("\n")
+        count += 1
+    if not count:
+        return
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        names = ", ".join(f'"{name}"' for name in columns)
+        cursor.copy_expert(f'COPY "{table.name}" ({names}) FROM STDIN WITH (FORMAT csv)', buffer)
+    finally:
+        cursor.close()
+
+
+def _csv_field(value: Any) -> str:
+    """One CSV field for COPY: NULL unquoted and empty, every value quoted (so '' stays an empty string)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, dt.date | dt.datetime):
+        text = value.isoformat()
+    elif isinstance(value, dict | list):
+        text = json.dumps(value)
+    else:
+        text = str(value)
+    return '"' + text.replace('"', '""') + '"'
