@@ -8,7 +8,13 @@ Outlook and Lotus Notes separators); HTML by BeautifulSoup. What is ours is the 
   otherwise never be read at all;
 * the library's signature guess is accepted only when it looks like one (a few short lines), because on
   newsletters it sometimes swallows half the body;
-* ``=20``/``=09`` and ``=\\n`` leftovers of quoted-printable (about 150 bodies of the Enron corpus) are undone.
+* ``=20``/``=09`` and ``=\\n`` leftovers of quoted-printable (about 150 bodies of the Enron corpus) are undone,
+  but only in a body that shows quoted-printable (a soft line break, or ``=20``/``=09`` at a line end):
+  elsewhere ``cabinet_id=205`` is a URL, not an encoded space;
+* the Lotus Notes separator ``----- Forwarded by X/HOU/ECT on <date> -----`` (which the reply parser does
+  not know) is rewritten to Outlook's ``-----Original Message-----`` before parsing;
+* a body the parser reads as all header and no text (a memo opening with ``To:``/``From:`` lines) is kept
+  whole as new text: text is never lost to a parse.
 
 Nothing is thrown away: the raw body is stored beside these parts.
 """
@@ -31,6 +37,20 @@ MAX_SIGNATURE_CHARS = 400
 
 _QP_SOFT_BREAK = re.compile(r"=\n")
 _QP_LEFTOVER = re.compile(r"=(20|09)")
+_QP_SIGNAL = re.compile(r"=\n|=(?:20|09)\n")
+# "---------------------- Forwarded by Vince J Kaminski/HOU/ECT on 01/05/2001 10:31 AM ----------..."
+# (Notes wraps it onto a second line when the name is long).
+# The author and date lines under it become Outlook's "From:"/"Sent:" so the header is recognised whole.
+_LOTUS_FORWARD = re.compile(
+    r"^[ \t]*-{3,}[ \t]*Forwarded by [^\n]*(?:\n[^\n]*?)?-{3,}[ \t]*$"
+    r"(?:\s*\n(?P<author>[^\n]{1,80})\n(?P<sent>\d{1,2}/\d{1,2}/\d{2,4} \d{1,2}:\d{2}(?: ?[AP]M)?)[ \t]*$)?",
+    re.MULTILINE,
+)
+OUTLOOK_SEPARATOR = "-----Original Message-----"
+_BLOCK_TAGS = (
+    "p", "div", "tr", "li", "ul", "ol", "table", "blockquote", "hr", "pre",
+    "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "header", "footer",
+)
 _TRAILING_SPACE = re.compile(r"[ \t\u00a0]+\n")
 _SPACE_RUN = re.compile(r"[ \t\u00a0]{2,}")
 _BLANK_RUN = re.compile(r"\n{3,}")
@@ -66,15 +86,21 @@ def html_to_text(html: str) -> str:
         soup = BeautifulSoup(html, "html.parser")
     for hidden in soup(["script", "style", "head", "title"]):
         hidden.decompose()
+    # Line breaks around block elements only: inline ones (<b>, <span>, <a>) stay inside their sentence,
+    # and an Outlook reply header "<b>From:</b> X<br><b>Sent:</b> Y" keeps "From: X" on one line.
+    for element in soup.find_all(_BLOCK_TAGS):
+        element.insert_before("\n")
+        element.insert_after("\n")
     for br in soup.find_all("br"):
         br.replace_with("\n")
-    return soup.get_text("\n")
+    return soup.get_text()
 
 
 def normalize_whitespace(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _QP_SOFT_BREAK.sub("", text)
-    text = _QP_LEFTOVER.sub(lambda m: " " if m.group(1) == "20" else "\t", text)
+    if _QP_SIGNAL.search(text):
+        text = _QP_SOFT_BREAK.sub("", text)
+        text = _QP_LEFTOVER.sub(lambda m: " " if m.group(1) == "20" else "\t", text)
     text = _TRAILING_SPACE.sub("\n", text)
     text = _SPACE_RUN.sub(" ", text)
     text = _BLANK_RUN.sub("\n\n", text)
@@ -92,7 +118,8 @@ def clean_body(body: ItemBody) -> CleanedBody:
     text = body_text(body)
     if not text:
         return CleanedBody("", "", "", "empty")
-    replies = EmailMessage(text, languages=["en"], keep_hyphen_lists=True).read().replies
+    parseable = _LOTUS_FORWARD.sub(_as_outlook_header, text)
+    replies = EmailMessage(parseable, languages=["en"], keep_hyphen_lists=True).read().replies
     if not replies:
         return CleanedBody(text, "", "", "new")
 
@@ -109,7 +136,16 @@ def clean_body(body: ItemBody) -> CleanedBody:
         return CleanedBody(new_text.strip(), signature.strip(), quoted, "new")
     if quoted_parts:
         return CleanedBody("", signature.strip(), quoted, "forwarded", quoted_parts[0].strip())
-    return CleanedBody("", signature.strip(), "", "empty" if not signature else "new")
+    if not signature:
+        # The parser took everything for a header (a memo opening with "To:"/"From:" lines): keep it all.
+        return CleanedBody(text, "", "", "new")
+    return CleanedBody("", signature.strip(), "", "new")
+
+
+def _as_outlook_header(match: re.Match) -> str:
+    if match.group("author"):
+        return f"{OUTLOOK_SEPARATOR}\nFrom: {match.group('author').strip()}\nSent: {match.group('sent')}"
+    return OUTLOOK_SEPARATOR
 
 
 def _looks_like_signature(candidate: str) -> bool:
