@@ -16,12 +16,11 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
+    BetaWarning,
     MaterializeResult,
     MetadataValue,
     asset,
 )
-
-from dagster import BetaWarning
 
 from atom_pipelines import config
 from atom_pipelines.extraction.key_status import key_status

@@ -240,8 +240,9 @@ def test_entity_graph_spans_every_partition(
     monkeypatch.setenv("ATOM_GRAPH_EXPORT_DIR", str(tmp_path / "exports"))
     run_resources = resources(hyatt_export, database_url)
     materialize_days(instance, run_resources, MAILBOX, "2001-10-17", "2001-11-15")
-    from atom_pipelines_tests.helpers import ALL_ASSETS
     from dagster import materialize
+
+    from atom_pipelines_tests.helpers import ALL_ASSETS
 
     result = materialize([ALL_ASSETS[-1]], instance=instance, resources=run_resources)
     metadata = result.get_asset_materialization_events()[0].materialization.metadata

@@ -31,9 +31,12 @@ logging.disable(logging.WARNING)
 
 from atom_pipelines.extraction.openai_provider import prompt_for  # noqa: E402
 from atom_pipelines.extraction.providers import MessageText, Participant  # noqa: E402
-from atom_pipelines.extraction.resource import EntityExtractor, ExtractionCache  # noqa: E402
+from atom_pipelines.extraction.resource import (  # noqa: E402
+    EntityExtractor,
+    ExtractionCache,
+    content_hash,  # noqa: E402
+)
 from atom_pipelines.extraction.tokens import count_tokens, prompt_tokens, system_prompt_tokens  # noqa: E402
-from atom_pipelines.extraction.resource import content_hash  # noqa: E402
 from atom_pipelines.mail.cleaning import clean_body  # noqa: E402
 from atom_pipelines.mail.models import GraphMessage  # noqa: E402
 from atom_pipelines.store.resource import MailStore  # noqa: E402

@@ -13,11 +13,11 @@ import argparse
 import datetime as dt
 from dataclasses import dataclass
 
-from atom_pipelines.extraction.pricing import cost_usd
+from atom_pipelines.extraction.openai_provider import prompt_for
 from atom_pipelines.extraction.outcomes import TokenUsage
+from atom_pipelines.extraction.pricing import cost_usd
 from atom_pipelines.extraction.providers import MessageText
 from atom_pipelines.extraction.resource import EntityExtractor, cache_key, content_hash
-from atom_pipelines.extraction.openai_provider import prompt_for
 from atom_pipelines.extraction.tokens import prompt_tokens
 from atom_pipelines.mail.cleaning import clean_body
 from atom_pipelines.mail.source import MailSource
