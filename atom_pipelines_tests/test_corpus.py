@@ -72,7 +72,7 @@ def _run_corpus(instance: DagsterInstance, postgres_database_url: str, extractor
                     sa.select(schema.messages.c.mailbox, schema.messages.c.day).distinct().subquery()
                 )
             ).scalar_one()
-            providers = set(conn.execute(sa.select(sa.distinct(schema.entities.c.provider))).scalars())
+            providers = set(conn.execute(sa.select(schema.entities.c.provider).distinct()).scalars())
             partitions_with_entities = conn.execute(
                 sa.select(sa.func.count()).select_from(
                     sa.select(schema.entities.c.mailbox, schema.entities.c.day).distinct().subquery()
