@@ -7,8 +7,16 @@ into runs of up to N consecutive days (N = ATOM_MAX_PARTITIONS_PER_RUN, default 
 ``BackfillPolicy.multi_run`` does), then entity_graph once. Real resources: ExportMailSource on the corpus
 directory, MailStore on a fresh SQLite file or a throwaway PostgreSQL database ``atom_bench_<random>`` on
 127.0.0.1:5432 (dropped afterwards), EntityExtractor(chain="heuristic"). Dagster side: ``instance_for_test()``
-(a temporary instance), runs in-process via ``dagster.materialize`` with the range tags
-``dagster/asset_partition_range_start``/``_end``, as atom_pipelines_tests/helpers.py does.
+runs in-process via ``dagster.materialize`` with the range tags ``dagster/asset_partition_range_start``/``_end``,
+as atom_pipelines_tests/helpers.py does, on the instance ``--instance`` names:
+* ``sqlite`` (default): ``instance_for_test()``, a temporary DAGSTER_HOME with Dagster's SQLite run/event storage,
+  which is what ``dagster dev`` uses without a dagster.yaml;
+* ``postgres``: the same with dagster-postgres storage in a second throwaway database (the production setup);
+* ``memory``: ``DagsterInstance.ephemeral()``, in-memory storage: an upper bound with Dagster's storage cost removed.
+``--dagster-batching`` sets DAGSTER_EVENT_BATCH_SIZE=1000 (materialization events of a step written in one batch;
+only dagster-postgres implements batches) and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 (one "planned"
+event per asset per run instead of one per partition). Both are read by Dagster at run time; the output names
+the instance and the two variables.
 
 Then the baseline, in the same process and on the same store: the 159 days of kevin.hyatt@enron.com once as
 one run per partition and once as batched runs. ARCHITECTURE.md trusts ratios against a baseline in the same
@@ -28,7 +36,8 @@ How to read the output.
 * ``checks``: every check evaluation of every run; the script exits non-zero (after printing) if a run failed,
   a check failed, a run lacked a check evaluation, or a partition was not materialized.
 
-    python bench/corpus_backfill.py [--db sqlite|postgres|both] [--no-baseline]
+    python bench/corpus_backfill.py [--db sqlite|postgres|both] [--instance sqlite|postgres|memory]
+                                    [--dagster-batching] [--no-baseline]
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ os.environ["ATOM_START_DATE"] = "2000-12-01"
 os.environ["ATOM_END_DATE"] = "2002-07-01"
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -51,7 +61,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 import warnings  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -59,6 +69,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 import sqlalchemy as sa  # noqa: E402
 from dagster import (  # noqa: E402
+    AssetKey,
     DagsterEventType,
     DagsterInstance,
     ExecuteInProcessResult,
@@ -98,10 +109,8 @@ EXPECTED_CHECKS = {
 BASELINE_MAILBOX = "kevin.hyatt@enron.com"
 #: Only the console logger's level: the event log (which the step timings come from) still gets every event.
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-
-
-class BenchFailure(RuntimeError):
-    """A run, a check or a count did not come out as a correct backfill must."""
+DAGSTER_KNOBS = ("DAGSTER_EVENT_BATCH_SIZE", "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS")
+INSTANCE_KIND = "sqlite"  # set by main() from --instance
 
 
 # -- corpus -------------------------------------------------------------------------------------------
@@ -120,7 +129,7 @@ def corpus_spans() -> tuple[dict[str, tuple[dt.date, dt.date]], dict[str, int], 
                     continue
                 parsed = parse_export_line(line, f"{path.name}:{number}")
                 if not isinstance(parsed, SourcedMessage):
-                    raise BenchFailure(f"corpus record rejected: {parsed}")
+                    continue  # the pipeline must reject it too: its no_quarantined_records check fails the run
                 days[parsed.mailbox].append(parsed.message.received_day)
                 total += 1
     spans = {m: (min(d), max(d)) for m, d in sorted(days.items())}
@@ -204,6 +213,45 @@ def step_seconds(instance: DagsterInstance, run_id: str) -> dict[str, float]:
     return dict(spent)
 
 
+@contextlib.contextmanager
+def dagster_instance() -> Iterator[DagsterInstance]:
+    """A fresh Dagster instance of the kind --instance names (see the module docstring)."""
+    if INSTANCE_KIND == "memory":
+        instance = DagsterInstance.ephemeral()
+        try:
+            yield instance
+        finally:
+            instance.dispose()
+    elif INSTANCE_KIND == "postgres":
+        admin = sa.engine.make_url(ADMIN_URL)
+
+        def body(url: str) -> Iterator[DagsterInstance]:
+            storage = {
+                "postgres_db": {
+                    "username": admin.username or "postgres",
+                    "password": admin.password or "",
+                    "hostname": admin.host or "127.0.0.1",
+                    "port": admin.port or 5432,
+                    "db_name": sa.engine.make_url(url).database,
+                    "scheme": "postgresql+psycopg2",  # SQLAlchemy 2.1 reads postgresql:// as psycopg 3
+                }
+            }
+            with instance_for_test(overrides={"storage": {"postgres": storage}}) as instance:
+                yield instance
+
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(postgres_database("dagster"))
+            yield from body(url)
+    else:
+        with instance_for_test() as instance:
+            yield instance
+
+
+def dagster_setup() -> str:
+    knobs = ", ".join(f"{k}={os.environ[k]}" for k in DAGSTER_KNOBS if os.environ.get(k)) or "no event batching"
+    return f"Dagster instance: {INSTANCE_KIND}; {knobs}"
+
+
 def make_resources(url: str) -> dict[str, Any]:
     return {
         "mail_source": ExportMailSource(export_dir=str(CORPUS_DIR)),
@@ -229,7 +277,7 @@ def backfill_corpus(label: str, url: str) -> dict[str, Any]:
     print(f"[{label}] {messages} messages, {len(spans)} mailboxes, {expected_partitions} partitions, "
           f"{len(plan)} runs of <= {size} days + entity_graph", flush=True)
 
-    with instance_for_test() as instance, tempfile.TemporaryDirectory() as exports:
+    with dagster_instance() as instance, tempfile.TemporaryDirectory() as exports:
         os.environ["ATOM_GRAPH_EXPORT_DIR"] = exports
         instance.add_dynamic_partitions(MAILBOX_DIMENSION, list(spans))
         started = time.perf_counter()
@@ -256,6 +304,11 @@ def backfill_corpus(label: str, url: str) -> dict[str, Any]:
         for run_id in run_ids:
             for step, seconds in step_seconds(instance, run_id).items():
                 stage_s[step] += seconds
+        # What the instance recorded, not only what the runs returned: every partition materialized.
+        stored_partitions = {a: len(instance.get_materialized_partitions(AssetKey(a))) for a in STAGES[:3]}
+        for asset_name, count in stored_partitions.items():
+            if count != expected_partitions:
+                problems.append(f"the instance records {count} materialized {asset_name} partitions of {expected_partitions}")
 
     counts = table_counts(url)
     if counts["messages"] != messages:
@@ -266,10 +319,12 @@ def backfill_corpus(label: str, url: str) -> dict[str, Any]:
         problems.append(f"{tally['check_evaluations']} check evaluations, expected {len(plan) * len(EXPECTED_CHECKS)}")
     return {
         "store": label,
+        "dagster": dagster_setup(),
         "messages": messages,
         "mailboxes": len(spans),
         "partitions": tally["partitions"],
         "materialized": {a: tally[f"materialized_{a}"] for a in STAGES[:3]},
+        "materialized_in_instance": stored_partitions,
         "runs": tally["runs"] + 1,
         "chain_runs": tally["runs"],
         "chunk": size,
@@ -317,7 +372,7 @@ def baseline(url: str) -> dict[str, Any]:
     resources = make_resources(url)
     tally: Counter = Counter()
     problems: list[str] = []
-    with instance_for_test() as instance, tempfile.TemporaryDirectory() as exports:
+    with dagster_instance() as instance, tempfile.TemporaryDirectory() as exports:
         os.environ["ATOM_GRAPH_EXPORT_DIR"] = exports
         instance.add_dynamic_partitions(MAILBOX_DIMENSION, [BASELINE_MAILBOX])
         # Both modes then replace rows that exist (the store already holds this mailbox after the corpus run).
@@ -358,19 +413,28 @@ def with_sqlite(fn: Callable[[str], Any]) -> Any:
             dispose_engine(url)
 
 
-def with_postgres(fn: Callable[[str], Any]) -> Any:
+@contextlib.contextmanager
+def postgres_database(purpose: str) -> Iterator[str]:
+    """A fresh database ``atom_bench_<random>`` on the server of ADMIN_URL, dropped afterwards."""
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"atom_bench_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    print(f"[{purpose}] created PostgreSQL database {name}", flush=True)
     try:
-        return fn(url)
+        yield url
     finally:
         dispose_engine(url)
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+        print(f"[{purpose}] dropped PostgreSQL database {name}", flush=True)
+
+
+def with_postgres(fn: Callable[[str], Any]) -> Any:
+    with postgres_database("store") as url:
+        return fn(url)
 
 
 def bench_one(db: str, with_baseline: bool) -> dict[str, Any]:
@@ -394,6 +458,7 @@ def rate(messages: int, seconds: float | None) -> str:
 
 def print_store(r: dict[str, Any]) -> None:
     steps = sum(r["stage_s"].values())
+    print(f"[{r['store']}] {r['dagster']}")
     print(f"[{r['store']}] stage timings: STEP_START -> STEP_SUCCESS from instance.all_logs(run_id), summed over runs")
     for stage in STAGES:
         seconds = r["stage_s"].get(stage)
@@ -404,7 +469,7 @@ def print_store(r: dict[str, Any]) -> None:
           f"(target >= 50), peak RSS {r['peak_rss_mb']:.0f} MB")
     print(f"  runs {r['runs']} ({r['chain_runs']} chain runs of <= {r['chunk']} days + 1 entity_graph); partitions "
           f"{r['partitions']} ({r['counts']['partitions_with_mail']} with mail); materialized per asset "
-          f"{r['materialized']}")
+          f"{r['materialized']} (instance records {r['materialized_in_instance']})")
     print(f"  checks: {r['checks_passed']}/{r['check_evaluations']} evaluations passed, {r['checks_failed']} failed; "
           f"rows: {r['counts']}; graph {r['graph']}")
     for problem in r["problems"][:20]:
@@ -441,7 +506,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(f"Machine: {machine()}. ATOM_MAX_PARTITIONS_PER_RUN={config.max_partitions_per_run()}.")
     print("Stage msg/s from STEP_START -> STEP_SUCCESS event timestamps; end-to-end over the whole backfill.")
     print()
-    header = ["store", "runs", "partitions", "messages", *(f"{s} msg/s" for s in STAGES),
+    header = ["store", "Dagster instance", "runs", "partitions", "messages", *(f"{s} msg/s" for s in STAGES),
               "wall s", "end-to-end msg/s", "peak RSS MB", "checks passed", "1 run/partition -> batched"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -449,7 +514,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
         b = r.get("baseline")
         speed = (f"x{b['speedup']:.1f} ({b['per_partition_s']:.0f} s -> {b['batched_s']:.0f} s)" if b else "-")
         cells = [
-            r["store"], r["runs"], r["partitions"], r["messages"],
+            r["store"], r["dagster"].removeprefix("Dagster instance: "), r["runs"], r["partitions"], r["messages"],
             *(rate(r["messages"], r["stage_s"].get(s)) for s in STAGES),
             f"{r['wall_s']:.1f}", f"{r['messages'] / r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
             f"{r['checks_passed']}/{r['check_evaluations']}", speed,
@@ -463,16 +528,28 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--instance", choices=["sqlite", "postgres", "memory"], default="sqlite",
+                        help="Dagster instance storage (default: instance_for_test, SQLite in a temp dir)")
+    parser.add_argument("--dagster-batching", action="store_true",
+                        help="set DAGSTER_EVENT_BATCH_SIZE=1000 and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-run-per-partition baseline")
     parser.add_argument("--result-file", help=argparse.SUPPRESS)  # child mode: write the result as JSON here
     args = parser.parse_args()
+    global INSTANCE_KIND
+    INSTANCE_KIND = args.instance
+    if args.dagster_batching:
+        os.environ["DAGSTER_EVENT_BATCH_SIZE"] = "1000"
+        os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "1"
 
     if args.db == "both":
         # One child process per store, so that each peak RSS and each warm-up is that store's own.
         results = []
         for db in ("sqlite", "postgres"):
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                command = [sys.executable, __file__, "--db", db, "--result-file", out.name]
+                command = [sys.executable, __file__, "--db", db, "--instance", args.instance,
+                           "--result-file", out.name]
+                if args.dagster_batching:
+                    command.append("--dagster-batching")
                 if args.no_baseline:
                     command.append("--no-baseline")
                 code = subprocess.run(command, check=False).returncode
