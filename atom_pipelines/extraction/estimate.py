@@ -19,8 +19,8 @@ from atom_pipelines.extraction.pricing import cost_usd
 from atom_pipelines.extraction.providers import MessageText
 from atom_pipelines.extraction.resource import EntityExtractor, cache_key, content_hash
 from atom_pipelines.extraction.tokens import prompt_tokens
-from atom_pipelines.mail.cleaning import clean_body
 from atom_pipelines.mail.source import MailSource
+from atom_pipelines.mail.sync import message_row
 from atom_pipelines.partitions import MailboxWindow
 from atom_pipelines.store.resource import MailStore
 
@@ -45,25 +45,12 @@ def estimate_backfill(
     days = tuple(start + dt.timedelta(days=n) for n in range((end - start).days + 1))
     batch = source.fetch_window(MailboxWindow(mailbox, days))
     texts = []
-    for day, items in batch.messages_by_day.items():
-        for item in items:
-            message = item.message
-            cleaned = clean_body(message.body)
-            sender = message.sender.email_address if message.sender else None
-            row = {
-                "mailbox": mailbox,
-                "message_id": message.id,
-                "subject": message.subject or "",
-                "sender_name": sender.name if sender else None,
-                "sender_address": sender.address if sender else None,
-                "to_recipients": [r.email_address.model_dump() for r in message.to_recipients],
-                "cc_recipients": [r.email_address.model_dump() for r in message.cc_recipients],
-                "new_text": cleaned.new_text,
-                "signature_text": cleaned.signature,
-                "extraction_text": cleaned.extraction_text,
-                "day": day,
-            }
-            texts.append(MessageText.from_stored(row))
+    # The same stored form the pipeline builds, so the estimate prices exactly the prompt extraction sends.
+    texts = [
+        MessageText.from_stored(message_row(item, day))
+        for day, items in batch.messages_by_day.items()
+        for item in items
+    ]
     if llm is None:
         return BackfillEstimate(None, len(texts), 0, 0, 0, 0, 0.0, 0.0)
     keys = {cache_key(content_hash(t), llm): t for t in texts}

@@ -51,7 +51,11 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
                 if item.message.id in seen:
                     continue  # kept out of the store and named by the duplicate-id check
                 seen.add(item.message.id)
-                message_rows.append(_message_row(item, day, report))
+                row = message_row(item, day)
+                report.chars_raw += len(row["body_raw"])
+                report.chars_extraction += len(row["extraction_text"])
+                report.text_basis[row["text_basis"]] += 1
+                message_rows.append(row)
             report.messages_per_partition[key] = len(seen)
             rejected = batch.rejected_by_day.get(day, [])
             if rejected:
@@ -64,12 +68,10 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
     return report
 
 
-def _message_row(item: SourcedMessage, day: dt.date, report: SyncReport) -> dict[str, Any]:
+def message_row(item: SourcedMessage, day: dt.date) -> dict[str, Any]:
+    """The stored form of one message: Graph fields, the cleaned parts, the content hash."""
     message = item.message
     cleaned = clean_body(message.body)
-    report.chars_raw += len(message.body.content)
-    report.chars_extraction += len(cleaned.extraction_text)
-    report.text_basis[cleaned.text_basis] += 1
     sender = message.sender.email_address if message.sender else None
     return {
         "mailbox": item.mailbox,
