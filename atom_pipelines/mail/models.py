@@ -51,6 +51,7 @@ class GraphMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     id: str = Field(min_length=1)
+    change_key: str | None = Field(default=None, alias="changeKey")
     internet_message_id: str | None = Field(default=None, alias="internetMessageId")
     conversation_id: str | None = Field(default=None, alias="conversationId")
     subject: str | None = None

@@ -56,11 +56,17 @@ class RejectedRecord:
 
 @dataclass
 class WindowBatch:
-    """What the source listed for one mailbox window: every message, and every record it had to reject."""
+    """What the source listed for one mailbox window: every message, every record it had to reject, and
+    what the source itself says it holds (``listed_by_day``: distinct messages the source reports for the
+    day, checked against what was stored; ``incomplete_by_day``: why a day's listing cannot be trusted)."""
 
     window: MailboxWindow
     messages_by_day: dict[dt.date, list[SourcedMessage]] = field(default_factory=dict)
     rejected_by_day: dict[dt.date, list[RejectedRecord]] = field(default_factory=dict)
+    listed_by_day: dict[dt.date, int] = field(default_factory=dict)
+    incomplete_by_day: dict[dt.date, str] = field(default_factory=dict)
+    #: Counters of how the listing went (requests, pages, retried pages...), shown as run metadata.
+    stats: dict[str, int] = field(default_factory=dict)
 
 
 class MailSource(ConfigurableResource, ABC):
@@ -100,6 +106,7 @@ class ExportMailSource(MailSource):
         by_day = index.messages.get(window.mailbox, {})
         for day in window.days:
             batch.messages_by_day[day] = list(by_day.get(day, ()))
+            batch.listed_by_day[day] = len({m.message.id for m in batch.messages_by_day[day]})
             batch.rejected_by_day[day] = [r for r in index.rejected if r.concerns(window.mailbox, day)]
         return batch
 
@@ -130,9 +137,7 @@ def _load_index(export_dir: Path) -> _ExportIndex:
     files = sorted(export_dir.glob("*.jsonl"))
     if not files:
         raise MailSourceError(f"mail export directory {export_dir} holds no *.jsonl files")
-    signature = (str(export_dir.resolve()),) + tuple(
-        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files
-    )
+    signature = (str(export_dir.resolve()),) + tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     with _index_lock:
         cached = _index_cache.get(signature)
         if cached is None:

@@ -22,6 +22,8 @@ class SyncReport:
     messages_per_partition: dict[str, int] = field(default_factory=dict)
     duplicate_ids: dict[str, list[str]] = field(default_factory=dict)  # partition -> ids listed twice
     quarantined: dict[str, list[RejectedRecord]] = field(default_factory=dict)  # partition -> records
+    incomplete: dict[str, str] = field(default_factory=dict)  # partition -> why stored != listed
+    source_stats: Counter = field(default_factory=Counter)  # requests, pages, repeated items...
     chars_raw: int = 0
     chars_extraction: int = 0
     text_basis: Counter = field(default_factory=Counter)
@@ -37,9 +39,14 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
     report = SyncReport()
     message_rows: list[dict[str, Any]] = []
     quarantine_rows: list[dict[str, Any]] = []
+    listed_counts: dict[tuple[str, dt.date], int] = {}
     for window in windows:
         batch = source.fetch_window(window)
+        report.source_stats.update(batch.stats)
         for day in window.days:
+            if day in batch.incomplete_by_day:
+                report.incomplete[partition_key(window.mailbox, day)] = batch.incomplete_by_day[day]
+            listed_counts[(window.mailbox, day)] = batch.listed_by_day.get(day, 0)
             key = partition_key(window.mailbox, day)
             listed = batch.messages_by_day.get(day, [])
             counts = Counter(item.message.id for item in listed)
@@ -62,9 +69,14 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
                 report.quarantined[key] = rejected
                 quarantine_rows.extend(_quarantine_row(window.mailbox, day, r) for r in rejected)
     report.preview = message_rows[:PREVIEW_ROWS]
-    store.replace_partitions(
-        windows, {schema.messages: message_rows, schema.quarantined_records: quarantine_rows}
-    )
+    store.replace_partitions(windows, {schema.messages: message_rows, schema.quarantined_records: quarantine_rows})
+    # Read back what the database holds now: the check compares the store itself with the source's listing.
+    stored = store.message_counts(windows)
+    for (mailbox, day), expected in listed_counts.items():
+        if stored.get((mailbox, day), 0) != expected:
+            key = partition_key(mailbox, day)
+            problem = f"source listed {expected} distinct messages, the store holds {stored.get((mailbox, day), 0)}"
+            report.incomplete[key] = "; ".join(filter(None, [report.incomplete.get(key), problem]))
     return report
 
 
@@ -93,6 +105,7 @@ def message_row(item: SourcedMessage, day: dt.date) -> dict[str, Any]:
         "text_basis": cleaned.text_basis,
         "extraction_text": cleaned.extraction_text,
         "content_hash": message.content_hash(),
+        "change_key": message.change_key,
         "origin": item.origin,
     }
 

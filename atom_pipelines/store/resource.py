@@ -78,9 +78,7 @@ def _partition_filter(table: Table, windows: Sequence[MailboxWindow]):
 class MailStore(ConfigurableResource):
     """The pipeline's tables. The URL may hold a password: pass it as ``EnvVar`` so the UI shows the name."""
 
-    database_url: str = Field(
-        default_factory=config.database_url, description="SQLAlchemy URL (ATOM_DATABASE_URL)."
-    )
+    database_url: str = Field(default_factory=config.database_url, description="SQLAlchemy URL (ATOM_DATABASE_URL).")
 
     @property
     def engine(self) -> Engine:
@@ -159,6 +157,51 @@ class MailStore(ConfigurableResource):
             for key, name, entity_type, _count in conn.execute(query):
                 labels.setdefault(key, (name, entity_type))
         return labels
+
+    def message_counts(self, windows: Sequence[MailboxWindow]) -> dict[tuple[str, dt.date], int]:
+        """(mailbox, day) -> stored messages, for the completeness check (days without rows are absent)."""
+        if not windows:
+            return {}
+        table = schema.messages
+        query = (
+            select(table.c.mailbox, table.c.day, func.count())
+            .where(_partition_filter(table, windows))
+            .group_by(table.c.mailbox, table.c.day)
+        )
+        with self.engine.connect() as conn:
+            return {(mailbox, day): int(n) for mailbox, day, n in conn.execute(query)}
+
+    def stored_versions(self, mailbox: str) -> dict[str, tuple[dt.date, str | None]]:
+        """message id -> (day, change key) of every stored message of a mailbox: what the delta sensor
+        compares Graph's changes with."""
+        table = schema.messages
+        query = select(table.c.message_id, table.c.day, table.c.change_key).where(table.c.mailbox == mailbox)
+        with self.engine.connect() as conn:
+            return {message_id: (day, change_key) for message_id, day, change_key in conn.execute(query)}
+
+    def delta_link(self, mailbox: str, folder: str) -> str | None:
+        table = schema.graph_delta_state
+        query = select(table.c.delta_link).where(table.c.mailbox == mailbox, table.c.folder == folder)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def save_delta_link(self, mailbox: str, folder: str, delta_link: str) -> None:
+        """Store the deltaLink of a completed round (upsert), counting rounds."""
+        table = schema.graph_delta_state
+        now = dt.datetime.now(dt.timezone.utc)
+        insert = (postgresql_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+        statement = insert.values(mailbox=mailbox, folder=folder, delta_link=delta_link, rounds=1, updated_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=["mailbox", "folder"],
+            set_={"delta_link": delta_link, "rounds": table.c.rounds + 1, "updated_at": now},
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement)
+
+    def forget_delta_link(self, mailbox: str, folder: str) -> None:
+        table = schema.graph_delta_state
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.mailbox == mailbox, table.c.folder == folder))
 
     def count(self, table: Table) -> int:
         with self.engine.connect() as conn:

@@ -46,6 +46,8 @@ messages = Table(
     # What extraction reads: new text + signature, or a bare forward's forwarded message (see cleaning.py).
     Column("extraction_text", Text, nullable=False),
     Column("content_hash", String(64), nullable=False),
+    # Graph's version of the item (changes with every edit); lets the delta sensor skip what is stored.
+    Column("change_key", Text),
     Column("origin", Text, nullable=False),
     Index("ix_messages_partition", "mailbox", "day"),
 )
@@ -153,6 +155,18 @@ quarantined_records = Table(
     Column("record_day", Date),
     Column("reason", Text, nullable=False),
     Column("raw_excerpt", Text, nullable=False),
+)
+
+# Where each mailbox folder's Graph delta sync stands: the deltaLink of its last complete round. In the
+# database rather than a file beside the code, so every daemon and worker of a deployment shares it.
+graph_delta_state = Table(
+    "graph_delta_state",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("folder", String(128), primary_key=True),
+    Column("delta_link", Text, nullable=False),
+    Column("rounds", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 PARTITIONED_TABLES = (

@@ -1,0 +1,460 @@
+"""Microsoft Graph as the mail source: client-credentials tokens from MSAL, pages from ``requests``.
+
+One ``GraphMailSource`` resource instance owns one ``msal.ConfidentialClientApplication`` (so its token
+cache is used across every request of a run or sensor tick) and one ``requests.Session`` with explicit
+timeouts and urllib3 retries on 429/503/504 that honour ``Retry-After``. Every request passes the
+per-mailbox gate (``gate.py``) that keeps Graph's 4-concurrent-requests-per-mailbox limit across processes.
+
+Failure is loud and specific: a Graph error carries Graph's ``code``, ``message`` and ``request-id``; a token
+error carries MSAL's ``error``, ``error_description`` and ``correlation_id``; nothing carries the secret or
+the bearer token. A window whose listing fails on any page raises, so a partition never stores a listing
+with a page missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import msal
+import requests
+from pydantic import Field, PrivateAttr, ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from atom_pipelines import config
+from atom_pipelines.mail.gate import FileGate, PostgresGate, gate_for
+from atom_pipelines.mail.models import GraphMessage
+from atom_pipelines.mail.odata import DELTA_FIELDS, MESSAGE_FIELDS, received_window_filter, select
+from atom_pipelines.mail.source import (
+    RAW_EXCERPT_CHARS,
+    MailSource,
+    RejectedRecord,
+    SourcedMessage,
+    WindowBatch,
+    normalize_mailbox,
+)
+from atom_pipelines.partitions import MailboxWindow
+
+log = logging.getLogger(__name__)
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_API_URL = "https://graph.microsoft.com/v1.0"
+#: Graph's own limit on concurrent requests per app and mailbox.
+GRAPH_MAILBOX_CONCURRENCY = 4
+PREFER_TEXT_BODY = 'outlook.body-content-type="text"'
+#: A page whose body was cut off mid-transfer (connection reset) is asked for again this many times.
+#: urllib3's Retry covers failures before the response; a body that dies half way is past its reach.
+TRUNCATED_PAGE_RETRIES = 3
+
+
+class GraphError(RuntimeError):
+    """Graph or the identity platform refused or failed a request; the message says which and why."""
+
+
+class GraphAuthError(GraphError):
+    """No token: MSAL's error, description and correlation id (never the client secret)."""
+
+
+class GraphRequestError(GraphError):
+    """A Graph request ended in an error status, after every retry it was due."""
+
+    def __init__(self, what: str, status: int, code: str, message: str, request_id: str | None) -> None:
+        self.status, self.code, self.graph_message, self.request_id = status, code, message, request_id
+        super().__init__(f"{what}: HTTP {status} {code}: {message} (request-id {request_id or 'none'})")
+
+
+class DeltaTokenExpiredError(GraphError):
+    """Graph no longer knows the delta token (410 Gone / ``syncStateNotFound``): a full resync is due."""
+
+
+@dataclass
+class WindowListing:
+    """Everything Graph listed for one contiguous span of days, with how the listing went."""
+
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> the last version listed
+    pages: int = 0
+    requests: int = 0
+    repeated_ids: list[str] = field(default_factory=list)  # listed on more than one page
+    reported_count: int | None = None  # Graph's @odata.count, when it gives one
+
+
+@dataclass(frozen=True)
+class DeltaChange:
+    message_id: str
+    removed: bool
+    received_day: dt.date | None = None
+    change_key: str | None = None
+
+
+@dataclass
+class DeltaRound:
+    changes: list[DeltaChange]
+    delta_link: str
+    pages: int
+
+
+def _utc_bounds(days: tuple[dt.date, ...]) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(days[0], dt.time(), tzinfo=dt.timezone.utc)
+    return start, dt.datetime.combine(days[-1], dt.time(), tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+
+
+def contiguous_spans(days: tuple[dt.date, ...]) -> list[tuple[dt.date, ...]]:
+    """Split sorted days into runs of consecutive days: one Graph listing per run of days."""
+    spans: list[list[dt.date]] = []
+    for day in days:
+        if spans and (day - spans[-1][-1]).days == 1:
+            spans[-1].append(day)
+        else:
+            spans.append([day])
+    return [tuple(span) for span in spans]
+
+
+class GraphClient:
+    """Tokens and requests for one tenant. Built once per resource instance (one MSAL token cache)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        authority_host: str,
+        api_url: str,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_retries: int,
+        gate: PostgresGate | FileGate,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.api_url = api_url.rstrip("/")
+        self.timeout = (connect_timeout_s, read_timeout_s)
+        self.gate = gate
+        self.session = requests.Session()
+        retry = Retry(
+            total=max_retries,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            status_forcelist=(429, 503, 504),
+            allowed_methods=frozenset({"GET"}),  # MSAL handles its own token POST's 429/5xx
+            backoff_factor=0.5,  # when Graph sends no Retry-After: 0.5, 1, 2, 4 ... s (capped at 60)
+            backoff_max=60,
+            respect_retry_after_header=True,
+            raise_on_status=False,  # hand back the last answer, so the error names Graph's code
+        )
+        self.session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=GRAPH_MAILBOX_CONCURRENCY))
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        authority = f"{authority_host.rstrip('/')}/{tenant_id}"
+        try:
+            self.app = msal.ConfidentialClientApplication(
+                client_id,
+                client_credential=client_secret,
+                authority=authority,
+                # Instance discovery asks login.microsoftonline.com about the authority; a sovereign cloud
+                # or a test authority is not in its list.
+                instance_discovery=authority_host.rstrip("/") == DEFAULT_AUTHORITY_HOST,
+                http_client=self.session,
+                timeout=self.timeout,
+            )
+        except (ValueError, requests.RequestException, msal.exceptions.MsalServiceError) as exc:
+            raise GraphAuthError(f"cannot reach the identity platform at {authority}: {exc}") from exc
+        self.token_requests = 0
+
+    # -- tokens ----------------------------------------------------------------------------------------
+
+    def token(self) -> str:
+        try:
+            result = self.app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+        except (requests.RequestException, msal.exceptions.MsalServiceError, json.JSONDecodeError) as exc:
+            raise GraphAuthError(f"token request for tenant {self.tenant_id} failed: {exc}") from exc
+        if "access_token" not in result:
+            raise GraphAuthError(
+                f"token request for tenant {self.tenant_id} refused: {result.get('error')}: "
+                f"{result.get('error_description')} (correlation_id {result.get('correlation_id')})"
+            )
+        if result.get("token_source") == "identity_provider":
+            self.token_requests += 1
+        return result["access_token"]
+
+    def drop_cached_tokens(self) -> None:
+        """Forget cached access tokens, so the next ``token()`` asks the identity platform (MSAL refuses
+        ``force_refresh`` for client credentials)."""
+        cache = self.app.token_cache
+        for entry in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
+            cache.remove_at(entry)
+
+    # -- requests ----------------------------------------------------------------------------------------
+
+    def get(
+        self,
+        url: str,
+        mailbox: str,
+        what: str,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[dict[str, Any], requests.Response]:
+        """One GET with retries, a fresh token once on 401, the mailbox's gate held; the JSON body."""
+        refreshed = False
+        truncated = 0
+        while True:
+            request_headers = {
+                "Authorization": f"Bearer {self.token()}",
+                "client-request-id": str(uuid.uuid4()),
+                "Accept": "application/json",
+                **(headers or {}),
+            }
+            try:
+                with self.gate.slot(mailbox):
+                    response = self.session.get(url, params=params, headers=request_headers, timeout=self.timeout)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+                truncated += 1
+                if truncated > TRUNCATED_PAGE_RETRIES:
+                    raise GraphError(f"{what}: the page was cut off {truncated} times: {exc}") from exc
+                log.warning("%s: page cut off mid-transfer (%s), asking again", what, type(exc).__name__)
+                continue
+            except requests.exceptions.RetryError as exc:
+                raise GraphError(f"{what}: retries exhausted: {exc}") from exc
+            except requests.RequestException as exc:
+                raise GraphError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            if response.status_code == 401 and not refreshed and _error_code(response) == "InvalidAuthenticationToken":
+                log.info("%s: token rejected as expired, asking for a fresh one", what)
+                self.drop_cached_tokens()
+                refreshed = True
+                continue
+            if response.status_code >= 400:
+                raise _request_error(what, response)
+            try:
+                return response.json(), response
+            except requests.JSONDecodeError as exc:
+                raise GraphRequestError(
+                    what,
+                    response.status_code,
+                    "UnparsableResponse",
+                    f"body is not JSON: {exc}",
+                    response.headers.get("request-id"),
+                ) from exc
+
+    def list_span(
+        self, mailbox: str, days: tuple[dt.date, ...], page_size: int, use_select: bool, text_bodies: bool
+    ) -> WindowListing:
+        """Every message received in the span's days, every ``@odata.nextLink`` followed whole."""
+        start, end = _utc_bounds(days)
+        params = {
+            "$filter": received_window_filter(start, end),
+            "$orderby": "receivedDateTime asc",
+            "$top": str(page_size),
+            "$count": "true",
+        }
+        if use_select:
+            params["$select"] = select(MESSAGE_FIELDS)
+        headers = {"Prefer": PREFER_TEXT_BODY} if text_bodies else {}
+        url: str | None = f"{self.api_url}/users/{quote(mailbox)}/messages"
+        listing = WindowListing()
+        what = f"listing {mailbox} {days[0]}..{days[-1]}"
+        while url:
+            page, _response = self.get(url, mailbox, f"{what} page {listing.pages + 1}", params, headers)
+            params = None  # a nextLink carries every query option already
+            listing.pages += 1
+            listing.requests += 1
+            if listing.reported_count is None and isinstance(page.get("@odata.count"), int):
+                listing.reported_count = page["@odata.count"]
+            values = page.get("value")
+            if not isinstance(values, list):
+                raise GraphRequestError(what, 200, "UnexpectedShape", "page has no 'value' list", None)
+            for item in values:
+                item_id = item.get("id") if isinstance(item, dict) else None
+                if not isinstance(item_id, str):
+                    # Kept: validation turns it into a quarantined record named by its page.
+                    listing.items[f"<no id: page {listing.pages} #{len(listing.items)}>"] = item
+                    continue
+                if item_id in listing.items:
+                    listing.repeated_ids.append(item_id)
+                listing.items[item_id] = item
+            url = page.get("@odata.nextLink")
+        return listing
+
+    def delta_round(self, mailbox: str, folder: str, delta_link: str | None, page_size: int) -> DeltaRound:
+        """One delta round of a folder: from ``delta_link``, or an initial round listing the whole folder."""
+        what = f"delta {mailbox}/{folder}"
+        if delta_link:
+            url, params = delta_link, None
+        else:
+            url = f"{self.api_url}/users/{quote(mailbox)}/mailFolders/{quote(folder)}/messages/delta"
+            params = {"$select": select(DELTA_FIELDS)}
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"}
+        changes: list[DeltaChange] = []
+        pages = 0
+        while True:
+            try:
+                page, _response = self.get(url, mailbox, f"{what} page {pages + 1}", params, headers)
+            except GraphRequestError as exc:
+                if exc.status == 410 or exc.code.lower() in ("syncstatenotfound", "syncstateinvalid"):
+                    raise DeltaTokenExpiredError(f"{what}: delta token expired ({exc})") from exc
+                raise
+            params = None
+            pages += 1
+            for item in page.get("value") or []:
+                changes.append(_delta_change(item, what))
+            if page.get("@odata.nextLink"):
+                url = page["@odata.nextLink"]
+                continue
+            if page.get("@odata.deltaLink"):
+                return DeltaRound(changes=changes, delta_link=page["@odata.deltaLink"], pages=pages)
+            raise GraphRequestError(what, 200, "UnexpectedShape", "page has neither nextLink nor deltaLink", None)
+
+
+def _delta_change(item: dict[str, Any], what: str) -> DeltaChange:
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        raise GraphRequestError(what, 200, "UnexpectedShape", f"delta item without an id: {item!r:.200}", None)
+    if "@removed" in item:
+        return DeltaChange(message_id=item["id"], removed=True)
+    received = item.get("receivedDateTime")
+    day = None
+    if isinstance(received, str):
+        parsed = dt.datetime.fromisoformat(received.replace("Z", "+00:00"))
+        if parsed.tzinfo is not None:
+            day = parsed.astimezone(dt.timezone.utc).date()
+    return DeltaChange(message_id=item["id"], removed=False, received_day=day, change_key=item.get("changeKey"))
+
+
+def _error_code(response: requests.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _request_error(what: str, response: requests.Response) -> GraphRequestError:
+    code, message = f"HTTP{response.status_code}", response.text[:300]
+    try:
+        error = response.json()["error"]
+        code, message = str(error.get("code")), str(error.get("message"))
+        request_id = (error.get("innerError") or {}).get("request-id")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        request_id = None
+    if response.status_code in (429, 503, 504):
+        what = f"{what}: retries exhausted"
+    return GraphRequestError(
+        what, response.status_code, code, message, response.headers.get("request-id") or request_id
+    )
+
+
+class GraphMailSource(MailSource):
+    """Mailboxes in a Microsoft 365 tenant, read with application permission ``Mail.Read``.
+
+    Chosen by the definitions when ``ATOM_GRAPH_TENANT_ID``, ``ATOM_GRAPH_CLIENT_ID`` and
+    ``ATOM_GRAPH_CLIENT_SECRET`` are set (each through ``EnvVar``). ``authority_host`` and ``api_url`` point it
+    at any Graph-compatible server; TLS is always verified (the system store, or ``REQUESTS_CA_BUNDLE``).
+    """
+
+    tenant_id: str = Field(description="Entra ID tenant (ATOM_GRAPH_TENANT_ID).")
+    client_id: str = Field(description="Application (client) id (ATOM_GRAPH_CLIENT_ID).")
+    client_secret: str = Field(description="Client secret (ATOM_GRAPH_CLIENT_SECRET); pass as EnvVar.")
+    authority_host: str = Field(default=DEFAULT_AUTHORITY_HOST, description="ATOM_GRAPH_AUTHORITY_HOST")
+    api_url: str = Field(default=DEFAULT_API_URL, description="ATOM_GRAPH_API_URL")
+    mailboxes: str = Field(default="", description="Comma-separated mailboxes to sync (ATOM_GRAPH_MAILBOXES).")
+    page_size: int = Field(default=250, ge=1, le=1000, description="$top per page (ATOM_GRAPH_PAGE_SIZE).")
+    use_select: bool = Field(default=True, description="$select only the stored fields (benchmarks turn it off).")
+    text_bodies: bool = Field(
+        default=True, description='Ask for text bodies (Prefer: outlook.body-content-type="text").'
+    )
+    delta_folders: str = Field(
+        default="inbox,sentitems", description="Folders whose delta the sensor follows (ATOM_GRAPH_DELTA_FOLDERS)."
+    )
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
+    max_retries: int = Field(default=8, description="Retries per request on 429/503/504 and connection errors.")
+    gate_database_url: str = Field(
+        default_factory=config.database_url,
+        description="Database holding the per-mailbox request gate (advisory locks on PostgreSQL, else lock files).",
+    )
+    gate_wait_timeout_s: float = 600.0
+
+    _client: GraphClient | None = PrivateAttr(default=None)
+
+    @property
+    def client(self) -> GraphClient:
+        if self._client is None:
+            gate = gate_for(
+                self.gate_database_url,
+                config.dagster_home() / "graph_gate",
+                GRAPH_MAILBOX_CONCURRENCY,
+                self.gate_wait_timeout_s,
+            )
+            self._client = GraphClient(
+                tenant_id=self.tenant_id,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                authority_host=self.authority_host,
+                api_url=self.api_url,
+                connect_timeout_s=self.connect_timeout_s,
+                read_timeout_s=self.read_timeout_s,
+                max_retries=self.max_retries,
+                gate=gate,
+            )
+        return self._client
+
+    def list_mailboxes(self) -> list[str]:
+        return sorted({normalize_mailbox(m) for m in self.mailboxes.split(",") if m.strip()})
+
+    def folders(self) -> list[str]:
+        return [f.strip() for f in self.delta_folders.split(",") if f.strip()]
+
+    def fetch_window(self, window: MailboxWindow) -> WindowBatch:
+        batch = WindowBatch(window=window)
+        stats = {"requests": 0, "pages": 0, "repeated_items": 0, "listed_items": 0}
+        for span in contiguous_spans(window.days):
+            listing = self.client.list_span(window.mailbox, span, self.page_size, self.use_select, self.text_bodies)
+            stats["requests"] += listing.requests
+            stats["pages"] += listing.pages
+            stats["repeated_items"] += len(listing.repeated_ids)
+            stats["listed_items"] += len(listing.items)
+            self._distribute(window.mailbox, span, listing, batch)
+        batch.stats = stats
+        return batch
+
+    def _distribute(self, mailbox: str, span: tuple[dt.date, ...], listing: WindowListing, batch: WindowBatch) -> None:
+        for day in span:
+            batch.messages_by_day.setdefault(day, [])
+            batch.rejected_by_day.setdefault(day, [])
+        origin = f"graph:/users/{mailbox}/messages {span[0]}..{span[-1]}"
+        for item_id, item in listing.items.items():
+            try:
+                message = GraphMessage.model_validate(item)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in exc.errors()
+                )
+                excerpt = json.dumps(item)[:RAW_EXCERPT_CHARS]
+                for day in span:  # an unreadable item may belong to any day of the span: nothing hides
+                    batch.rejected_by_day[day].append(
+                        RejectedRecord(f"{origin} id {item_id}", f"invalid message: {problems}", excerpt, mailbox, day)
+                    )
+                continue
+            day = message.received_day
+            if day not in batch.messages_by_day:
+                raise GraphError(
+                    f"{origin}: Graph listed message {item_id} received {message.received_utc.isoformat()}, outside "
+                    "the filtered window (the filter was not applied?)"
+                )
+            batch.messages_by_day[day].append(SourcedMessage(mailbox=mailbox, message=message, origin=origin))
+        for day in span:
+            batch.listed_by_day[day] = len(batch.messages_by_day[day])
+        stored_total = len(listing.items)
+        if listing.reported_count is not None and listing.reported_count != stored_total:
+            problem = (
+                f"Graph reported {listing.reported_count} messages for {span[0]}..{span[-1]} but its pages held "
+                f"{stored_total} distinct ones ({listing.pages} pages)"
+            )
+            for day in span:
+                batch.incomplete_by_day[day] = problem
+
+    def delta_round(self, mailbox: str, folder: str, delta_link: str | None) -> DeltaRound:
+        return self.client.delta_round(mailbox, folder, delta_link, self.page_size)
