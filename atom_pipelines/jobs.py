@@ -1,0 +1,29 @@
+"""The jobs schedules and sensors launch. Here rather than in definitions.py, so that schedules and sensors
+can import them without importing the Definitions (a cycle)."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, define_asset_job
+
+from atom_pipelines.assets import email_entities, entity_links, outlook_messages
+from atom_pipelines.freshness import mailboxes_fresh
+
+_CHAIN = (outlook_messages, email_entities, entity_links)
+
+#: The partitioned chain for one mailbox-day (or a range of them): what schedules, sensors and backfills
+#: run, with the checks declared on those assets (their ``check_specs``). Standalone checks on them, such
+#: as ``mailboxes_fresh`` (it reads the whole instance, not the run's partitions, and has its own job), are
+#: left out: selecting the declared checks by key, rather than subtracting ``mailboxes_fresh``, keeps the
+#: job resolvable in any Definitions that hold the three assets.
+mail_to_links_job = define_asset_job(
+    "mail_to_links",
+    selection=AssetSelection.assets(*_CHAIN).without_checks()
+    | AssetSelection.checks(*(key for asset in _CHAIN for key in asset.check_keys)),
+)
+
+#: Only the freshness check: no asset is materialized, nothing is read but the Dagster instance.
+mailbox_freshness_job = define_asset_job(
+    "mailbox_freshness",
+    selection=AssetSelection.checks(mailboxes_fresh),
+    description="Evaluates mailboxes_fresh: is every registered mailbox synced up to the latest complete UTC day?",
+)
