@@ -77,3 +77,67 @@ def max_none_found_share() -> float:
     if not 0 <= value <= 1:
         raise ValueError(f"ATOM_MAX_NONE_FOUND_SHARE={value} must be between 0 and 1")
     return value
+
+
+def _int_setting(name: str, default: int, low: int, high: int | None, meaning: str) -> int:
+    """An integer setting in ``[low, high]``; a bad value stops the code location from loading, naming it."""
+    value = (os.environ.get(name) or "").strip() or str(default)
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bounds = f"{low}-{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{name}={value!r} must be {meaning}, an integer {bounds}")
+    return number
+
+
+def daily_sync_hour() -> int:
+    """UTC hour at which ``mail_to_links_daily`` syncs the previous UTC day (``ATOM_DAILY_SYNC_HOUR``).
+
+    Late enough after midnight UTC for the day's mail to have arrived in the mailboxes (default 6)."""
+    return _int_setting("ATOM_DAILY_SYNC_HOUR", 6, 0, 23, "an hour of the day in UTC")
+
+
+def daily_sync_minute() -> int:
+    """Minute of ``ATOM_DAILY_SYNC_HOUR`` at which the daily sync starts (``ATOM_DAILY_SYNC_MINUTE``)."""
+    return _int_setting("ATOM_DAILY_SYNC_MINUTE", 0, 0, 59, "a minute of the hour")
+
+
+def freshness_max_days_behind() -> int:
+    """How many days a mailbox's latest synced day may lag the latest complete UTC day before the
+    ``mailboxes_fresh`` check fails (``ATOM_FRESHNESS_MAX_DAYS_BEHIND``). With the default 2 a mailbox
+    turns red at the midnight UTC after its second daily sync in a row failed, not after one."""
+    return _int_setting("ATOM_FRESHNESS_MAX_DAYS_BEHIND", 2, 0, None, "a number of days")
+
+
+GRAPH_CREDENTIAL_VARS = ("ATOM_GRAPH_TENANT_ID", "ATOM_GRAPH_CLIENT_ID", "ATOM_GRAPH_CLIENT_SECRET")
+
+
+def graph_configured() -> bool:
+    """Graph is the mail source when its three credentials are set (ARCHITECTURE.md, "Contracts")."""
+    return all(os.environ.get(name) for name in GRAPH_CREDENTIAL_VARS)
+
+
+def graph_settings() -> dict[str, object]:
+    """The non-secret Graph settings (the credentials reach the resource as ``EnvVar``)."""
+    settings: dict[str, object] = {"mailboxes": os.environ.get("ATOM_GRAPH_MAILBOXES", "")}
+    for field, name in (
+        ("authority_host", "ATOM_GRAPH_AUTHORITY_HOST"),
+        ("api_url", "ATOM_GRAPH_API_URL"),
+        ("delta_folders", "ATOM_GRAPH_DELTA_FOLDERS"),
+    ):
+        if os.environ.get(name):
+            settings[field] = os.environ[name]
+    if os.environ.get("ATOM_GRAPH_PAGE_SIZE"):
+        settings["page_size"] = _int_setting("ATOM_GRAPH_PAGE_SIZE", 250, 1, 1000, "Graph's $top")
+    return settings
+
+
+def history_sync_on_register() -> bool:
+    """Whether registering a mailbox also launches the sync of its history (``ATOM_HISTORY_SYNC_ON_REGISTER``,
+    default on: connecting a mailbox *is* asking for its history)."""
+    value = (os.environ.get("ATOM_HISTORY_SYNC_ON_REGISTER") or "true").strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"ATOM_HISTORY_SYNC_ON_REGISTER={value!r} must be true or false")
+    return value in ("true", "1", "yes")

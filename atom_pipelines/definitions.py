@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar, define_asset_job
+from dagster import Definitions, EnvVar
 
 from atom_pipelines import config
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, llm_key_status, outlook_messages
 from atom_pipelines.extraction.resource import EntityExtractor
-from atom_pipelines.mail.source import ExportMailSource
-from atom_pipelines.sensors import register_mailboxes
+from atom_pipelines.freshness import mailboxes_fresh
+from atom_pipelines.jobs import mail_to_links_job, mailbox_freshness_job
+from atom_pipelines.mail.graph import GraphMailSource
+from atom_pipelines.mail.source import ExportMailSource, MailSource
+from atom_pipelines.schedules import mail_to_links_daily, mailbox_freshness_hourly
+from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
 from atom_pipelines.store.resource import MailStore
-
-#: The partitioned chain for one mailbox-day (or a range of them): what schedules and backfills run.
-mail_to_links_job = define_asset_job(
-    "mail_to_links", selection=[outlook_messages, email_entities, entity_links]
-)
 
 
 def _store() -> MailStore:
@@ -26,12 +25,28 @@ def _store() -> MailStore:
     return MailStore(database_url=config.database_url())
 
 
+def _mail_source() -> MailSource:
+    """Graph when its three credentials are set, else the export directory (ARCHITECTURE.md, "Contracts")."""
+    if not config.graph_configured():
+        return ExportMailSource(export_dir=str(config.mail_export_dir()))
+    database_url = EnvVar("ATOM_DATABASE_URL") if os.environ.get("ATOM_DATABASE_URL") else config.database_url()
+    return GraphMailSource(
+        tenant_id=EnvVar("ATOM_GRAPH_TENANT_ID"),
+        client_id=EnvVar("ATOM_GRAPH_CLIENT_ID"),
+        client_secret=EnvVar("ATOM_GRAPH_CLIENT_SECRET"),
+        gate_database_url=database_url,
+        **config.graph_settings(),
+    )
+
+
 defs = Definitions(
     assets=[outlook_messages, email_entities, entity_links, entity_graph, llm_key_status],
-    jobs=[mail_to_links_job],
-    sensors=[register_mailboxes],
+    asset_checks=[mailboxes_fresh],
+    jobs=[mail_to_links_job, mailbox_freshness_job],
+    schedules=[mail_to_links_daily, mailbox_freshness_hourly],
+    sensors=[register_mailboxes, graph_delta_sync],
     resources={
-        "mail_source": ExportMailSource(export_dir=str(config.mail_export_dir())),
+        "mail_source": _mail_source(),
         "store": _store(),
         "extractor": EntityExtractor(),
     },

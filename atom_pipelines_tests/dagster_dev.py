@@ -187,6 +187,8 @@ def deployment_env(tmp_path: Path, postgres_database_url: str, records: list[dic
         "ATOM_END_DATE": "2002-07-01",  # keeps the date dimension (and the UI's partition lists) small
         "ATOM_GRAPH_EXPORT_DIR": str(tmp_path / "graph_exports"),
         "ATOM_LLM_CHAIN": "heuristic",  # no network: without a key the default chain is this anyway
+        # Registering the mailbox would otherwise launch its whole history sync; tests launch what they need.
+        "ATOM_HISTORY_SYNC_ON_REGISTER": "false",
         "PYTHONUNBUFFERED": "1",
         **settings,
     }

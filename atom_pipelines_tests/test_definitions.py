@@ -38,10 +38,12 @@ def test_definitions_import_with_the_contract_names() -> None:
     assert checks == {
         "no_duplicate_message_ids",
         "no_quarantined_records",
+        "listing_complete",
         "extraction_succeeded",
         "none_found_share_sane",
         "links_point_at_entities",
         "llm_keys_accepted",
+        "mailboxes_fresh",
     }
 
 

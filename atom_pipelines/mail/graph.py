@@ -30,7 +30,13 @@ from urllib3.util.retry import Retry
 from atom_pipelines import config
 from atom_pipelines.mail.gate import FileGate, PostgresGate, gate_for
 from atom_pipelines.mail.models import GraphMessage
-from atom_pipelines.mail.odata import DELTA_FIELDS, MESSAGE_FIELDS, received_window_filter, select
+from atom_pipelines.mail.odata import (
+    DELTA_FIELDS,
+    MESSAGE_FIELDS,
+    received_on_or_after_filter,
+    received_window_filter,
+    select,
+)
 from atom_pipelines.mail.source import (
     RAW_EXCERPT_CHARS,
     MailSource,
@@ -280,6 +286,27 @@ class GraphClient:
             url = page.get("@odata.nextLink")
         return listing
 
+    def oldest_day(self, mailbox: str, not_before: dt.date) -> dt.date | None:
+        """The UTC day of the oldest message received on or after ``not_before`` (one request, one item)."""
+        start = dt.datetime.combine(not_before, dt.time(), tzinfo=dt.timezone.utc)
+        params = {
+            "$filter": received_on_or_after_filter(start),
+            "$orderby": "receivedDateTime asc",
+            "$top": "1",
+            "$select": "id,receivedDateTime",
+        }
+        what = f"oldest message of {mailbox}"
+        page, _response = self.get(f"{self.api_url}/users/{quote(mailbox)}/messages", mailbox, what, params)
+        values = page.get("value") or []
+        if not values:
+            return None
+        change = _delta_change(values[0], what)  # the same id + receivedDateTime reading as a delta item
+        if change.received_day is None:
+            raise GraphRequestError(
+                what, 200, "UnexpectedShape", f"no readable receivedDateTime: {values[0]!r:.200}", None
+            )
+        return change.received_day
+
     def delta_round(self, mailbox: str, folder: str, delta_link: str | None, page_size: int) -> DeltaRound:
         """One delta round of a folder: from ``delta_link``, or an initial round listing the whole folder."""
         what = f"delta {mailbox}/{folder}"
@@ -318,7 +345,12 @@ def _delta_change(item: dict[str, Any], what: str) -> DeltaChange:
     received = item.get("receivedDateTime")
     day = None
     if isinstance(received, str):
-        parsed = dt.datetime.fromisoformat(received.replace("Z", "+00:00"))
+        try:
+            parsed = dt.datetime.fromisoformat(received.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise GraphRequestError(
+                what, 200, "UnexpectedShape", f"unreadable receivedDateTime {received!r}", None
+            ) from exc
         if parsed.tzinfo is not None:
             day = parsed.astimezone(dt.timezone.utc).date()
     return DeltaChange(message_id=item["id"], removed=False, received_day=day, change_key=item.get("changeKey"))
@@ -455,6 +487,10 @@ class GraphMailSource(MailSource):
             )
             for day in span:
                 batch.incomplete_by_day[day] = problem
+
+    def history_span(self, mailbox: str, not_before: dt.date) -> tuple[dt.date, dt.date | None] | None:
+        first = self.client.oldest_day(mailbox, not_before)
+        return None if first is None else (first, None)  # a live mailbox: up to yesterday
 
     def delta_round(self, mailbox: str, folder: str, delta_link: str | None) -> DeltaRound:
         return self.client.delta_round(mailbox, folder, delta_link, self.page_size)

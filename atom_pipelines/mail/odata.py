@@ -65,5 +65,10 @@ def received_window_filter(start: dt.datetime, end: dt.datetime) -> str:
     return f"receivedDateTime ge {start_literal} and receivedDateTime lt {end_literal}"
 
 
+def received_on_or_after_filter(start: dt.datetime) -> str:
+    """``receivedDateTime ge <start>``: also the only filter Graph's message delta accepts."""
+    return f"receivedDateTime ge {odata_datetime(start)}"
+
+
 def select(fields: tuple[str, ...]) -> str:
     return ",".join(fields)

@@ -80,6 +80,12 @@ class MailSource(ConfigurableResource, ABC):
     def fetch_window(self, window: MailboxWindow) -> WindowBatch:
         """All messages received in the window's UTC days, and every rejected record that may belong there."""
 
+    @abstractmethod
+    def history_span(self, mailbox: str, not_before: dt.date) -> tuple[dt.date, dt.date | None] | None:
+        """Where a mailbox's history sync starts and ends: the UTC day of its oldest message on or after
+        ``not_before``, and its last day (None: the mailbox keeps receiving mail, sync up to yesterday).
+        None when the mailbox holds nothing from ``not_before`` on."""
+
 
 def normalize_mailbox(value: str) -> str:
     return value.strip().lower()
@@ -109,6 +115,11 @@ class ExportMailSource(MailSource):
             batch.listed_by_day[day] = len({m.message.id for m in batch.messages_by_day[day]})
             batch.rejected_by_day[day] = [r for r in index.rejected if r.concerns(window.mailbox, day)]
         return batch
+
+    def history_span(self, mailbox: str, not_before: dt.date) -> tuple[dt.date, dt.date | None] | None:
+        # An export is finished: its history ends with its last message.
+        days = [day for day in self._index().messages.get(mailbox, {}) if day >= not_before]
+        return (min(days), max(days)) if days else None
 
     def rejected_records(self) -> list[RejectedRecord]:
         """Every record of the export that could not be accepted, in file and line order."""

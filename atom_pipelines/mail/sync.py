@@ -40,6 +40,7 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
     message_rows: list[dict[str, Any]] = []
     quarantine_rows: list[dict[str, Any]] = []
     listed_counts: dict[tuple[str, dt.date], int] = {}
+    listed_since = dt.datetime.now(dt.timezone.utc)  # before the first request: see replace_partitions
     for window in windows:
         batch = source.fetch_window(window)
         report.source_stats.update(batch.stats)
@@ -69,7 +70,9 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
                 report.quarantined[key] = rejected
                 quarantine_rows.extend(_quarantine_row(window.mailbox, day, r) for r in rejected)
     report.preview = message_rows[:PREVIEW_ROWS]
-    store.replace_partitions(windows, {schema.messages: message_rows, schema.quarantined_records: quarantine_rows})
+    store.replace_partitions(
+        windows, {schema.messages: message_rows, schema.quarantined_records: quarantine_rows}, listed_since
+    )
     # Read back what the database holds now: the check compares the store itself with the source's listing.
     stored = store.message_counts(windows)
     for (mailbox, day), expected in listed_counts.items():

@@ -91,15 +91,27 @@ class MailStore(ConfigurableResource):
     # -- writes ---------------------------------------------------------------------------------------
 
     def replace_partitions(
-        self, windows: Sequence[MailboxWindow], rows_by_table: Mapping[Table, Sequence[Mapping[str, Any]]]
+        self,
+        windows: Sequence[MailboxWindow],
+        rows_by_table: Mapping[Table, Sequence[Mapping[str, Any]]],
+        listed_since: dt.datetime | None = None,
     ) -> None:
-        """Replace the rows of exactly these partitions in each table, all in one transaction."""
+        """Replace the rows of exactly these partitions in each table, all in one transaction.
+
+        ``listed_since``: the source was listed after this instant, so pending delta days noted before it
+        are served by this write and cleared with it.
+        """
         if not windows:
             return
         with self.engine.begin() as conn:
             for table, rows in rows_by_table.items():
                 conn.execute(delete(table).where(_partition_filter(table, windows)))
                 _bulk_insert(conn, table, rows)
+            if listed_since is not None:
+                pending = schema.graph_pending_days
+                conn.execute(
+                    delete(pending).where(_partition_filter(pending, windows), pending.c.noted_at <= listed_since)
+                )
 
     def cache_put(self, row: Mapping[str, Any]) -> None:
         """Admit one answer to the extraction cache; a concurrent writer of the same key wins silently,
@@ -185,18 +197,39 @@ class MailStore(ConfigurableResource):
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one_or_none()
 
-    def save_delta_link(self, mailbox: str, folder: str, delta_link: str) -> None:
-        """Store the deltaLink of a completed round (upsert), counting rounds."""
-        table = schema.graph_delta_state
-        now = dt.datetime.now(dt.timezone.utc)
-        insert = (postgresql_insert if self.dialect == "postgresql" else sqlite_insert)(table)
-        statement = insert.values(mailbox=mailbox, folder=folder, delta_link=delta_link, rounds=1, updated_at=now)
-        statement = statement.on_conflict_do_update(
-            index_elements=["mailbox", "folder"],
-            set_={"delta_link": delta_link, "rounds": table.c.rounds + 1, "updated_at": now},
+    def note_delta_round(
+        self, mailbox: str, folder: str, delta_link: str, days: Mapping[dt.date, str], noted_at: dt.datetime
+    ) -> None:
+        """Store a completed delta round: its deltaLink and the days it found changed, in one transaction,
+        so a round is either wholly noted or replayed from the previous link."""
+        state = schema.graph_delta_state
+        pending = schema.graph_pending_days
+        postgres = self.dialect == "postgresql"
+        insert = postgresql_insert if postgres else sqlite_insert
+        link_statement = (
+            insert(state)
+            .values(mailbox=mailbox, folder=folder, delta_link=delta_link, rounds=1, updated_at=noted_at)
+            .on_conflict_do_update(
+                index_elements=["mailbox", "folder"],
+                set_={"delta_link": delta_link, "rounds": state.c.rounds + 1, "updated_at": noted_at},
+            )
         )
         with self.engine.begin() as conn:
-            conn.execute(statement)
+            conn.execute(link_statement)
+            for day, reason in sorted(days.items()):
+                statement = insert(pending).values(mailbox=mailbox, day=day, noted_at=noted_at, reason=reason)
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["mailbox", "day"], set_={"noted_at": noted_at, "reason": reason}
+                    )
+                )
+
+    def pending_days(self) -> list[dict[str, Any]]:
+        """Days noted changed by a delta round and not re-listed since, oldest mailbox/day first."""
+        pending = schema.graph_pending_days
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(pending).order_by(pending.c.mailbox, pending.c.day))
+            return [dict(row._mapping) for row in rows]
 
     def forget_delta_link(self, mailbox: str, folder: str) -> None:
         table = schema.graph_delta_state

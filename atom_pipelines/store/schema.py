@@ -169,6 +169,18 @@ graph_delta_state = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Days Graph's delta said changed, waiting for a run to list them again. Noted in the same transaction as
+# the deltaLink that reported them, cleared by the partition write of a listing that started after the
+# note: a tick or run killed anywhere in between leaves the day pending, never forgotten.
+graph_pending_days = Table(
+    "graph_pending_days",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("noted_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 PARTITIONED_TABLES = (
     messages,
     extraction_outcomes,
