@@ -7,6 +7,7 @@ import os
 from dagster import Definitions, EnvVar
 
 from atom_pipelines import config
+from atom_pipelines.alerts import alert_channels_from_env, analyst_alerts
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, llm_key_status, outlook_messages
 from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.freshness import mailboxes_fresh
@@ -18,14 +19,14 @@ from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
 from atom_pipelines.store.resource import MailStore
 
 
-def _store() -> MailStore:
+def store_from_env() -> MailStore:
     # The URL can hold a password: through EnvVar the UI and run config show only the variable's name.
     if os.environ.get("ATOM_DATABASE_URL"):
         return MailStore(database_url=EnvVar("ATOM_DATABASE_URL"))
     return MailStore(database_url=config.database_url())
 
 
-def _mail_source() -> MailSource:
+def mail_source_from_env() -> MailSource:
     """Graph when its three credentials are set, else the export directory (ARCHITECTURE.md, "Contracts")."""
     if not config.graph_configured():
         return ExportMailSource(export_dir=str(config.mail_export_dir()))
@@ -44,10 +45,11 @@ defs = Definitions(
     asset_checks=[mailboxes_fresh],
     jobs=[mail_to_links_job, mailbox_freshness_job],
     schedules=[mail_to_links_daily, mailbox_freshness_hourly],
-    sensors=[register_mailboxes, graph_delta_sync],
+    sensors=[register_mailboxes, graph_delta_sync, analyst_alerts],
     resources={
-        "mail_source": _mail_source(),
-        "store": _store(),
+        "mail_source": mail_source_from_env(),
+        "store": store_from_env(),
         "extractor": EntityExtractor(),
+        "alert_channels": alert_channels_from_env(),
     },
 )

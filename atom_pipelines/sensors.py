@@ -143,10 +143,11 @@ def _delta_rounds(
             elif known[1] != change.change_key or known[0] != change.received_day:
                 days[change.received_day] = days[known[0]] = f"{folder}: {change.message_id} changed"
         if resync:
-            # A resync lists the whole folder: stored messages it did not list were removed meanwhile (or
-            # live in a folder we do not follow: re-listing their day is then a harmless no-op).
-            for message_id, (day, _key) in stored.items():
-                if message_id not in seen:
+            # A resync lists the whole folder: stored messages of this folder it did not list were removed
+            # (or moved) while the token was expired.
+            folder_id = source.folder_id(mailbox, folder)
+            for message_id, (day, _key, parent) in stored.items():
+                if parent == folder_id and message_id not in seen:
                     days.setdefault(day, f"{folder}: resync did not list {message_id}")
         store.note_delta_round(mailbox, folder, round_.delta_link, days, now)
         context.log.info(

@@ -80,7 +80,7 @@ def test_a_new_mailbox_gets_its_history_synced_in_chunks_without_gap_or_overlap(
     assert isinstance(result, SensorResult)
     chunks = [_days(r) for r in result.run_requests]
     assert chunks[0][0] == days[0] and chunks[-1][1] == days[-1]  # the export's first to last message
-    for (_, end), (next_start, _) in zip(chunks, chunks[1:]):
+    for (_, end), (next_start, _) in zip(chunks, chunks[1:], strict=False):
         assert next_start == end + dt.timedelta(days=1)  # no gap, no overlap
     assert all((end - start).days < 31 for start, end in chunks)
     assert len({r.run_key for r in result.run_requests}) == len(chunks)

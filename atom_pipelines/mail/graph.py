@@ -190,11 +190,9 @@ class GraphClient:
         return result["access_token"]
 
     def drop_cached_tokens(self) -> None:
-        """Forget cached access tokens, so the next ``token()`` asks the identity platform (MSAL refuses
-        ``force_refresh`` for client credentials)."""
-        cache = self.app.token_cache
-        for entry in list(cache.search(msal.TokenCache.CredentialType.ACCESS_TOKEN)):
-            cache.remove_at(entry)
+        """Forget this app's cached access tokens, so the next ``token()`` asks the identity platform (MSAL
+        refuses ``force_refresh`` for client credentials)."""
+        self.app.remove_tokens_for_client()
 
     # -- requests ----------------------------------------------------------------------------------------
 
@@ -285,6 +283,14 @@ class GraphClient:
                 listing.items[item_id] = item
             url = page.get("@odata.nextLink")
         return listing
+
+    def folder_id(self, mailbox: str, folder: str) -> str:
+        """The id of a folder named by its well-known name (``inbox``) or id, as messages' parentFolderId says it."""
+        url = f"{self.api_url}/users/{quote(mailbox)}/mailFolders/{quote(folder)}"
+        page, _response = self.get(url, mailbox, f"folder {mailbox}/{folder}", {"$select": "id"})
+        if not isinstance(page.get("id"), str):
+            raise GraphRequestError(f"folder {mailbox}/{folder}", 200, "UnexpectedShape", "no folder id", None)
+        return page["id"]
 
     def oldest_day(self, mailbox: str, not_before: dt.date) -> dt.date | None:
         """The UTC day of the oldest message received on or after ``not_before`` (one request, one item)."""
@@ -456,7 +462,8 @@ class GraphMailSource(MailSource):
         for day in span:
             batch.messages_by_day.setdefault(day, [])
             batch.rejected_by_day.setdefault(day, [])
-        origin = f"graph:/users/{mailbox}/messages {span[0]}..{span[-1]}"
+        # Where a message was read; the same whichever window listed it, so re-runs store identical rows.
+        origin = f"graph:/users/{mailbox}/messages"
         for item_id, item in listing.items.items():
             try:
                 message = GraphMessage.model_validate(item)
@@ -467,13 +474,19 @@ class GraphMailSource(MailSource):
                 excerpt = json.dumps(item)[:RAW_EXCERPT_CHARS]
                 for day in span:  # an unreadable item may belong to any day of the span: nothing hides
                     batch.rejected_by_day[day].append(
-                        RejectedRecord(f"{origin} id {item_id}", f"invalid message: {problems}", excerpt, mailbox, day)
+                        RejectedRecord(
+                            f"{origin} {span[0]}..{span[-1]} id {item_id}",
+                            f"invalid message: {problems}",
+                            excerpt,
+                            mailbox,
+                            day,
+                        )
                     )
                 continue
             day = message.received_day
             if day not in batch.messages_by_day:
                 raise GraphError(
-                    f"{origin}: Graph listed message {item_id} received {message.received_utc.isoformat()}, outside "
+                    f"{origin} {span[0]}..{span[-1]}: Graph listed message {item_id} received {message.received_utc.isoformat()}, outside "
                     "the filtered window (the filter was not applied?)"
                 )
             batch.messages_by_day[day].append(SourcedMessage(mailbox=mailbox, message=message, origin=origin))
@@ -491,6 +504,9 @@ class GraphMailSource(MailSource):
     def history_span(self, mailbox: str, not_before: dt.date) -> tuple[dt.date, dt.date | None] | None:
         first = self.client.oldest_day(mailbox, not_before)
         return None if first is None else (first, None)  # a live mailbox: up to yesterday
+
+    def folder_id(self, mailbox: str, folder: str) -> str:
+        return self.client.folder_id(mailbox, folder)
 
     def delta_round(self, mailbox: str, folder: str, delta_link: str | None) -> DeltaRound:
         return self.client.delta_round(mailbox, folder, delta_link, self.page_size)

@@ -52,6 +52,7 @@ class GraphMessage(BaseModel):
 
     id: str = Field(min_length=1)
     change_key: str | None = Field(default=None, alias="changeKey")
+    parent_folder_id: str | None = Field(default=None, alias="parentFolderId")
     internet_message_id: str | None = Field(default=None, alias="internetMessageId")
     conversation_id: str | None = Field(default=None, alias="conversationId")
     subject: str | None = None

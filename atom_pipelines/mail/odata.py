@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-#: The message properties the pipeline stores (see ``GraphMessage`` and ``sync.message_row``), plus
-#: ``changeKey`` so the delta sensor can tell a changed message from one already stored. Selecting them
+#: The message properties the pipeline stores (see ``GraphMessage`` and ``sync.message_row``), with
+#: ``changeKey`` and ``parentFolderId`` so the delta sensor can tell a changed message from one already
+#: stored, and which stored messages a folder's resync must list. Selecting them
 #: keeps pages small (Graph warns that big pages of whole messages time out with 504).
 MESSAGE_FIELDS: tuple[str, ...] = (
     "id",
     "changeKey",
+    "parentFolderId",
     "internetMessageId",
     "conversationId",
     "subject",

@@ -109,6 +109,7 @@ def message_row(item: SourcedMessage, day: dt.date) -> dict[str, Any]:
         "extraction_text": cleaned.extraction_text,
         "content_hash": message.content_hash(),
         "change_key": message.change_key,
+        "parent_folder_id": message.parent_folder_id,
         "origin": item.origin,
     }
 

@@ -183,13 +183,15 @@ class MailStore(ConfigurableResource):
         with self.engine.connect() as conn:
             return {(mailbox, day): int(n) for mailbox, day, n in conn.execute(query)}
 
-    def stored_versions(self, mailbox: str) -> dict[str, tuple[dt.date, str | None]]:
-        """message id -> (day, change key) of every stored message of a mailbox: what the delta sensor
-        compares Graph's changes with."""
+    def stored_versions(self, mailbox: str) -> dict[str, tuple[dt.date, str | None, str | None]]:
+        """message id -> (day, change key, folder id) of every stored message of a mailbox: what the delta
+        sensor compares Graph's changes with."""
         table = schema.messages
-        query = select(table.c.message_id, table.c.day, table.c.change_key).where(table.c.mailbox == mailbox)
+        query = select(table.c.message_id, table.c.day, table.c.change_key, table.c.parent_folder_id).where(
+            table.c.mailbox == mailbox
+        )
         with self.engine.connect() as conn:
-            return {message_id: (day, change_key) for message_id, day, change_key in conn.execute(query)}
+            return {message_id: (day, key, folder) for message_id, day, key, folder in conn.execute(query)}
 
     def delta_link(self, mailbox: str, folder: str) -> str | None:
         table = schema.graph_delta_state

@@ -48,6 +48,7 @@ messages = Table(
     Column("content_hash", String(64), nullable=False),
     # Graph's version of the item (changes with every edit); lets the delta sensor skip what is stored.
     Column("change_key", Text),
+    Column("parent_folder_id", Text),
     Column("origin", Text, nullable=False),
     Index("ix_messages_partition", "mailbox", "day"),
 )
