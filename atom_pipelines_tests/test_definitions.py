@@ -33,7 +33,10 @@ def test_definitions_import_with_the_contract_names() -> None:
     assert isinstance(dims["mailbox"], DynamicPartitionsDefinition) and dims["mailbox"].name == "mailbox"
     assert graph.get(AssetKey("entity_graph")).partitions_def is None
     assert defs.resolve_job_def("mail_to_links") is not None
-    assert defs.resolve_sensor_def("register_mailboxes") is not None
+    for sensor in ("register_mailboxes", "graph_delta_sync", "analyst_alerts"):
+        assert defs.resolve_sensor_def(sensor) is not None
+    for schedule in ("mail_to_links_daily", "mailbox_freshness_hourly"):
+        assert defs.resolve_schedule_def(schedule) is not None
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {
         "no_duplicate_message_ids",
@@ -59,6 +62,51 @@ def test_the_database_url_reaches_resources_only_as_an_env_var_name() -> None:
     ).stdout
     assert out.strip() == f"{EnvVar.__name__} ATOM_DATABASE_URL"
     assert "s3cret" not in out
+
+
+def test_graph_is_the_source_when_its_credentials_are_set_and_they_stay_env_var_names() -> None:
+    code = (
+        "from atom_pipelines.definitions import defs;"
+        "source = defs.resources['mail_source'];"
+        "print(type(source).__name__, source.client_secret.env_var_name, source.tenant_id.env_var_name,"
+        " source.api_url, source.mailboxes, source.page_size)"
+    )
+    env = {
+        **os.environ,
+        "ATOM_GRAPH_TENANT_ID": "contoso-tenant",
+        "ATOM_GRAPH_CLIENT_ID": "app-id",
+        "ATOM_GRAPH_CLIENT_SECRET": "graph-s3cret-value",
+        "ATOM_GRAPH_API_URL": "https://graph.example/v1.0",
+        "ATOM_GRAPH_MAILBOXES": "Alice@Contoso.com,bob@contoso.com",
+        "ATOM_GRAPH_PAGE_SIZE": "500",
+    }
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.split() == [
+        "GraphMailSource",
+        "ATOM_GRAPH_CLIENT_SECRET",
+        "ATOM_GRAPH_TENANT_ID",
+        "https://graph.example/v1.0",
+        "Alice@Contoso.com,bob@contoso.com",
+        "500",
+    ]
+    assert "s3cret" not in out
+    without = {k: v for k, v in env.items() if k != "ATOM_GRAPH_CLIENT_SECRET"}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-c",
+            "from atom_pipelines import defs; print(type(defs.resources['mail_source']).__name__)",
+        ],
+        env=without,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "ExportMailSource"  # two of three credentials is not Graph
 
 
 def test_dagster_validates_the_workspace_from_a_clean_home(tmp_path) -> None:
