@@ -196,7 +196,10 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
                 description=f"share of none_found above {config.max_none_found_share():.0%} in {len(quiet)} partition(s)"
                 if quiet
                 else "none_found share is sane",
-                metadata={"failures": MetadataValue.json(dict(sorted(quiet.items())[:NAMED_IN_CHECK]))},
+                metadata={
+                    "failed_partitions": len(quiet),
+                    "failures": MetadataValue.json(dict(sorted(quiet.items())[:NAMED_IN_CHECK])),
+                },
             ),
         ],
     )
