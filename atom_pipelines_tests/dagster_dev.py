@@ -325,3 +325,332 @@ def wait_for_run(server: Server, run_id: str) -> None:
     else:
         pytest.fail(f"run {run_id} still {status} after {RUN_TIMEOUT_S}s:\n{run_errors(server, run_id)}", pytrace=False)
     pytest.fail(f"run {run_id} ended {status}:\n{run_errors(server, run_id)}", pytrace=False)
+
+
+# -- The webserver and the daemon as separate process groups ------------------------------------------------
+# `dagster dev` runs both or nothing. A deployment runs them as separate services, each with its own managed
+# code server; the daemon's code server is the one that runs the runs (the queue launches them). So stopping
+# (or killing) the daemon's group stops its run workers too, while the webserver keeps taking runs.
+
+
+@dataclass
+class Daemon:
+    """A ``dagster-daemon run`` process group."""
+
+    process: subprocess.Popen
+    log_path: Path
+    started_at: float  # time.monotonic() when it was started
+
+    def log_tail(self) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return f"--- last {LOG_TAIL_CHARS} chars of {self.log_path} ---\n{text[-LOG_TAIL_CHARS:]}"
+
+    def assert_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            pytest.fail(f"dagster-daemon exited with code {code}\n{self.log_tail()}", pytrace=False)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (daemon, its code server, run workers, step processes), as a
+        machine or container that dies takes them: nothing gets to clean up or report."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=STOP_TIMEOUT_S)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while group_members(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(POLL_S / 5)
+
+
+def _console_script(name: str, module: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [sys.executable, "-m", module]
+
+
+@contextmanager
+def _process_group(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """Start ``command`` in the repo root as its own process group; stop the whole group on the way out and
+    fail if a member survives."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        stop_group(process)
+        leftovers = group_members(process.pid)
+        assert not leftovers, f"processes of {command[0]} survived the stop: {leftovers}"
+
+
+@contextmanager
+def dagster_webserver(env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
+    """``dagster-webserver -w workspace.yaml`` alone: the UI and GraphQL, no daemon (runs launched now queue)."""
+    port = free_port()
+    log_path = tmp_path / "dagster_webserver.log"
+    command = [*_console_script("dagster-webserver", "dagster_webserver"), "-w", "workspace.yaml"]
+    with _process_group([*command, "-h", "127.0.0.1", "-p", str(port)], env, log_path) as process:
+        server = Server(port=port, process=process, log_path=log_path)
+        try:
+            yield server
+        except BaseException:
+            print(server.log_tail())
+            raise
+    assert not port_answers(port), f"something still listens on port {port} after the stop"
+
+
+@contextmanager
+def dagster_daemon(env: dict[str, str], tmp_path: Path, log_name: str = "dagster_daemon.log") -> Iterator[Daemon]:
+    """``dagster-daemon run -w workspace.yaml`` (queue, monitoring, retries, sensors) as its own group; may be
+    killed inside the block (``Daemon.kill``) and started again with another block."""
+    log_path = tmp_path / log_name
+    command = [*_console_script("dagster-daemon", "dagster._daemon"), "run", "-w", "workspace.yaml"]
+    with _process_group(command, env, log_path) as process:
+        daemon = Daemon(process=process, log_path=log_path, started_at=time.monotonic())
+        try:
+            yield daemon
+        except BaseException:
+            print(daemon.log_tail())
+            raise
+
+
+# -- Runs through GraphQL, as the UI launches, re-executes and watches them ---------------------------------
+
+LAUNCH_RUN_REEXECUTION = """
+mutation Reexecute($reexecutionParams: ReexecutionParams!) {
+  launchRunReexecution(reexecutionParams: $reexecutionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message stack }
+    ... on RunConflict { message }
+    ... on UnauthorizedError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PipelineNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on ConflictingExecutionParamsError { message }
+    ... on NoModeProvidedError { message }
+    ... on PresetNotFoundError { message }
+  }
+}
+"""
+
+RUNS = """
+query Runs($filter: RunsFilter) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId status tags { key value } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN_MESSAGES = """
+query RunMessages($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    __typename
+    ... on EventConnection { events { __typename ... on MessageEvent { message timestamp } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+DAEMON_HEALTH = """
+query DaemonHealth {
+  instance {
+    daemonHealth {
+      allDaemonStatuses { daemonType required healthy lastHeartbeatTime lastHeartbeatErrors { message } }
+    }
+  }
+}
+"""
+
+FINISHED_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+
+
+def launch_partition_run(
+    server: Server, mailbox: str, day: object, tags: dict[str, str] | None = None, run_config: dict | None = None
+) -> str:
+    """Launch ``mail_to_links`` for one mailbox-day with the tags the UI's launchpad sets; returns the run id."""
+    from atom_pipelines.partitions import DATE_DIMENSION, MAILBOX_DIMENSION, partition_key
+
+    key = partition_key(mailbox, day)
+    partition_tags = {
+        "dagster/partition": key,
+        f"dagster/partition/{DATE_DIMENSION}": str(day),
+        f"dagster/partition/{MAILBOX_DIMENSION}": mailbox,
+    }
+    launched = graphql(
+        server,
+        LAUNCH_RUN,
+        {
+            "executionParams": {
+                "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": JOB},
+                "runConfigData": run_config or {},
+                "executionMetadata": {
+                    "tags": [{"key": k, "value": v} for k, v in {**partition_tags, **(tags or {})}.items()]
+                },
+            }
+        },
+    )["launchRun"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        pytest.fail(f"launchRun answered {launched}", pytrace=False)
+    return launched["run"]["runId"]
+
+
+def reexecute_from_failure(server: Server, run_id: str) -> str:
+    """The UI's "Re-execute from failure": the failed steps and everything downstream; returns the new run id."""
+    launched = graphql(
+        server, LAUNCH_RUN_REEXECUTION, {"reexecutionParams": {"parentRunId": run_id, "strategy": "FROM_FAILURE"}}
+    )["launchRunReexecution"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        pytest.fail(f"launchRunReexecution of {run_id} answered {launched}", pytrace=False)
+    return launched["run"]["runId"]
+
+
+def run_status(server: Server, run_id: str) -> str:
+    answer = graphql(server, RUN_STATUS, {"runId": run_id})["runOrError"]
+    if answer["__typename"] != "Run":
+        pytest.fail(f"run {run_id}: {answer}", pytrace=False)
+    return answer["status"]
+
+
+def wait_for_status(server: Server, run_id: str, wanted: set[str] | str, timeout_s: float = RUN_TIMEOUT_S) -> float:
+    """Wait until the run's status is one of ``wanted``; returns the seconds waited. Fails at once if the run
+    finishes otherwise, with its error events."""
+    wanted = {wanted} if isinstance(wanted, str) else set(wanted)
+    started = time.monotonic()
+    status = None
+    while time.monotonic() - started < timeout_s:
+        server.assert_alive()
+        status = run_status(server, run_id)
+        if status in wanted:
+            return time.monotonic() - started
+        if status in FINISHED_STATUSES:
+            pytest.fail(
+                f"run {run_id} ended {status}, waiting for {wanted}:\n{run_errors(server, run_id)}", pytrace=False
+            )
+        time.sleep(POLL_S)
+    pytest.fail(
+        f"run {run_id} still {status} after {timeout_s}s, waiting for {wanted}:\n{run_errors(server, run_id)}",
+        pytrace=False,
+    )
+
+
+def runs_tagged(server: Server, tags: dict[str, str]) -> list[dict]:
+    """Runs carrying every one of ``tags``, as {runId, status, tags: {key: value}}."""
+    answer = graphql(server, RUNS, {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}})[
+        "runsOrError"
+    ]
+    if answer["__typename"] != "Runs":
+        pytest.fail(f"runsOrError: {answer}", pytrace=False)
+    return [{**run, "tags": {t["key"]: t["value"] for t in run["tags"]}} for run in answer["results"]]
+
+
+def run_messages(server: Server, run_id: str) -> list[str]:
+    """The messages of a run's events (engine events, failures, logs), oldest first."""
+    logs = graphql(server, RUN_MESSAGES, {"runId": run_id})["logsForRun"]
+    if logs["__typename"] != "EventConnection":
+        pytest.fail(f"logsForRun {run_id}: {logs}", pytrace=False)
+    return [event["message"] for event in logs["events"] if event.get("message") is not None]
+
+
+def daemon_statuses(server: Server) -> dict[str, dict]:
+    """daemon type -> {required, healthy, lastHeartbeatTime, lastHeartbeatErrors}, as the UI's Daemons tab."""
+    statuses = graphql(server, DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return {status["daemonType"]: status for status in statuses}
+
+
+MAILBOX_PARTITION_KEYS = """
+query MailboxKeys($asset: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $asset) {
+    __typename
+    ... on AssetNode { partitionKeysByDimension { name partitionKeys } }
+  }
+}
+"""
+
+
+def wait_for_mailboxes(server: Server, mailboxes: set[str], asset: str = "outlook_messages") -> float:
+    """Wait until the daemon's register_mailboxes sensor has added every one of ``mailboxes`` as a partition;
+    returns the seconds waited."""
+    from atom_pipelines.partitions import MAILBOX_DIMENSION
+
+    started = time.monotonic()
+    registered: set[str] = set()
+    while time.monotonic() - started < SENSOR_TIMEOUT_S:
+        server.assert_alive()
+        node = graphql(server, MAILBOX_PARTITION_KEYS, {"asset": {"path": [asset]}})["assetNodeOrError"]
+        if node["__typename"] == "AssetNode":
+            keys = {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]}
+            registered = set(keys.get(MAILBOX_DIMENSION, []))
+            if mailboxes <= registered:
+                return time.monotonic() - started
+        time.sleep(POLL_S)
+    pytest.fail(f"mailboxes {sorted(mailboxes - registered)} not registered within {SENSOR_TIMEOUT_S}s", pytrace=False)
+
+
+# -- Backfills, as the UI's partitions dialog launches them and the daemon carries them out -------------------
+
+#: The backfill daemon ticks every 30 s: one tick to plan the runs, runs, one more tick to read them finished.
+BACKFILL_TIMEOUT_S = 240
+
+BACKFILL = """
+query Backfill($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill {
+      id
+      status
+      isAssetBackfill
+      partitionNames
+      assetSelection { path }
+      error { message stack causes { message stack } }
+    }
+    ... on BackfillNotFoundError { message }
+    ... on PythonError { message stack }
+  }
+}
+"""
+
+BACKFILL_FINISHED_STATUSES = frozenset({"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"})
+
+
+def backfill(server: Server, backfill_id: str) -> dict:
+    """The backfill as the UI's backfill page reads it: status, partitions, assets, error."""
+    answer = graphql(server, BACKFILL, {"backfillId": backfill_id})["partitionBackfillOrError"]
+    if answer["__typename"] != "PartitionBackfill":
+        pytest.fail(f"backfill {backfill_id}: {answer}", pytrace=False)
+    return answer
+
+
+def wait_for_backfill(server: Server, backfill_id: str, timeout_s: float = BACKFILL_TIMEOUT_S) -> dict:
+    """Wait until the daemon has finished the backfill with every partition materialized; returns it. Fails
+    at once if it finishes otherwise, with its error and the error events of each of its runs that failed."""
+    started = time.monotonic()
+    answer: dict = {}
+    while time.monotonic() - started < timeout_s:
+        server.assert_alive()
+        answer = backfill(server, backfill_id)
+        if answer["status"] in ("COMPLETED", "COMPLETED_SUCCESS"):
+            return answer
+        if answer["status"] in BACKFILL_FINISHED_STATUSES:
+            break
+        time.sleep(POLL_S)
+    else:
+        pytest.fail(f"backfill {backfill_id} still {answer.get('status')} after {timeout_s}s", pytrace=False)
+    details = [f"backfill {backfill_id} ended {answer['status']}"]
+    if answer.get("error"):
+        details.append(python_error(answer["error"]))
+    for run in runs_tagged(server, {"dagster/backfill": backfill_id}):
+        if run["status"] != "SUCCESS":
+            details.append(f"run {run['runId']} {run['status']}:\n{run_errors(server, run['runId'])}")
+    pytest.fail("\n".join(details), pytrace=False)

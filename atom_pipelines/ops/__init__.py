@@ -1,0 +1,1 @@
+"""How the deployment runs: instance-level pieces that dagster.yaml names (the run launcher)."""
