@@ -47,7 +47,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,7 +63,6 @@ from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_ite
 
 from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.ops.run_launcher import RUN_WORKER_MACHINE_TAG, LocalRunLauncher, Machine, worker_gone_reason
-from atom_pipelines.store.resource import dispose_engine
 from atom_pipelines.store.schema import metadata as store_metadata
 from atom_pipelines_tests import conftest
 from atom_pipelines_tests.conftest import corpus_records
@@ -257,20 +255,8 @@ def test_default_launcher_leaves_a_dead_worker_started() -> None:
 @pytest.fixture
 def clean_database_url() -> Iterator[str]:
     """A second fresh PostgreSQL database, for the clean run the recovered store is compared with."""
-    conftest._require_postgres()
-    name = f"atom_test_clean_{uuid.uuid4().hex[:12]}"
-    admin = conftest._admin_engine()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(conftest.ADMIN_URL).set(database=name, drivername="postgresql+psycopg2")
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        yield rendered
-    finally:
-        dispose_engine(rendered)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with conftest.fresh_postgres_database("atom_test_clean") as url:
+        yield url
 
 
 def _export_records() -> list[dict]:
