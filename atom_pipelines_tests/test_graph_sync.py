@@ -208,6 +208,33 @@ def test_every_partition_of_the_corpus_stores_what_the_export_stores(
     assert server.token_requests == 1  # one token, then MSAL's cache
 
 
+def test_every_partition_of_the_corpus_survives_every_fault_at_once(
+    trust_server: Any, tmp_path: Any, sqlite_database_url: str
+) -> None:
+    records = corpus_records()
+    windows = mailbox_windows(records)
+    server = trust_server(records)
+    for fault in FAULTS:
+        server.add_fault(fault)
+    export_url = f"sqlite:///{tmp_path / 'export.sqlite'}"
+
+    report = sync_messages(
+        graph_source(server, sqlite_database_url, page_size=100, read_timeout_s=1.5, max_retries=4),
+        MailStore(database_url=sqlite_database_url),
+        windows,
+    )
+    sync_messages(
+        ExportMailSource(export_dir=str(write_export(tmp_path / "export", records))),
+        MailStore(database_url=export_url),
+        windows,
+    )
+
+    assert server.faults_pending() == 0
+    assert stored_messages(sqlite_database_url) == stored_messages(export_url)
+    assert len(stored_messages(sqlite_database_url)) == len(records)
+    assert not report.incomplete and not report.duplicate_ids and not report.quarantined
+
+
 FAULTS = [
     Fault("throttle", retry_after=1, times=2),
     Fault("unavailable", retry_after=1),
