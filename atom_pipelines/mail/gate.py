@@ -26,6 +26,8 @@ from pathlib import Path
 import filelock
 import sqlalchemy as sa
 
+from atom_pipelines.store.resource import engine_for
+
 
 class GateTimeoutError(TimeoutError):
     """No slot of the mailbox's gate came free in time."""
@@ -41,8 +43,9 @@ class PostgresGate:
     def __init__(self, database_url: str, slots: int, wait_timeout_s: float) -> None:
         self.slots = slots
         self.wait_timeout_s = wait_timeout_s
-        # Own small pool: a slot is held on a connection for one HTTP request.
-        self._engine = sa.create_engine(database_url, pool_size=slots, max_overflow=slots, pool_pre_ping=True)
+        # The store's engine (one pool per database and process): a slot is held on a pooled connection for
+        # one HTTP request. An engine per gate would leave a pool behind every sensor tick in the daemon.
+        self._engine = engine_for(database_url)
 
     @contextlib.contextmanager
     def slot(self, mailbox: str) -> Iterator[int]:
@@ -71,9 +74,6 @@ class PostgresGate:
             finally:
                 conn.execute(sa.text("select pg_advisory_unlock(:k, :s)"), {"k": key, "s": taken})
                 conn.commit()
-
-    def dispose(self) -> None:
-        self._engine.dispose()
 
 
 class FileGate:
@@ -108,9 +108,6 @@ class FileGate:
             yield taken
         finally:
             locks[taken].release()
-
-    def dispose(self) -> None:
-        pass
 
 
 def gate_for(database_url: str, lock_dir: Path, slots: int, wait_timeout_s: float) -> PostgresGate | FileGate:
