@@ -208,19 +208,17 @@ def test_every_partition_of_the_corpus_stores_what_the_export_stores(
     assert server.token_requests == 1  # one token, then MSAL's cache
 
 
-def test_every_partition_of_the_corpus_survives_every_fault_at_once(
-    trust_server: Any, tmp_path: Any, sqlite_database_url: str
-) -> None:
-    records = corpus_records()
+def sync_through_faults(
+    server: GraphServer, records: list[dict], tmp_path: Any, database_url: str, page_size: int
+) -> tuple[Any, str]:
+    """Sync the records' mailboxes through the (faulty) server into ``database_url`` and the export of the same
+    records into another database; the Graph sync's report and the export database's URL."""
     windows = mailbox_windows(records)
-    server = trust_server(records)
-    for fault in FAULTS:
-        server.add_fault(fault)
     export_url = f"sqlite:///{tmp_path / 'export.sqlite'}"
-
+    # Pages small enough to have later pages to hit; a read timeout under the slow page's delay.
     report = sync_messages(
-        graph_source(server, sqlite_database_url, page_size=100, read_timeout_s=1.5, max_retries=4),
-        MailStore(database_url=sqlite_database_url),
+        graph_source(server, database_url, page_size=page_size, read_timeout_s=1.5, max_retries=4),
+        MailStore(database_url=database_url),
         windows,
     )
     sync_messages(
@@ -228,6 +226,18 @@ def test_every_partition_of_the_corpus_survives_every_fault_at_once(
         MailStore(database_url=export_url),
         windows,
     )
+    return report, export_url
+
+
+def test_every_partition_of_the_corpus_survives_every_fault_at_once(
+    trust_server: Any, tmp_path: Any, sqlite_database_url: str
+) -> None:
+    records = corpus_records()
+    server = trust_server(records)
+    for fault in FAULTS:
+        server.add_fault(fault)
+
+    report, export_url = sync_through_faults(server, records, tmp_path, sqlite_database_url, page_size=100)
 
     assert server.faults_pending() == 0
     assert stored_messages(sqlite_database_url) == stored_messages(export_url)
@@ -252,22 +262,10 @@ def test_a_fault_changes_nothing_in_what_is_stored(
     fault: Fault, trust_server: Any, tmp_path: Any, sqlite_database_url: str
 ) -> None:
     records = corpus_records(SMALL)
-    windows = mailbox_windows(records)
     server = trust_server(records)
     server.add_fault(fault)
-    export_url = f"sqlite:///{tmp_path / 'export.sqlite'}"
 
-    # Small pages so there are later pages to hit; a read timeout under the slow page's delay.
-    report = sync_messages(
-        graph_source(server, sqlite_database_url, page_size=25, read_timeout_s=1.5, max_retries=4),
-        MailStore(database_url=sqlite_database_url),
-        windows,
-    )
-    sync_messages(
-        ExportMailSource(export_dir=str(write_export(tmp_path / "export", records))),
-        MailStore(database_url=export_url),
-        windows,
-    )
+    report, export_url = sync_through_faults(server, records, tmp_path, sqlite_database_url, page_size=25)
 
     assert server.faults_pending() == 0, "the fault never hit a request"
     assert stored_messages(sqlite_database_url) == stored_messages(export_url)
@@ -411,7 +409,7 @@ def test_at_most_four_requests_per_mailbox_are_in_flight_across_clients(
     def one_client() -> None:
         try:  # a separate resource per thread: separate sessions and MSAL apps, as separate processes have
             graph_source(server, gate_url, page_size=10).fetch_window(windows[0])
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread below
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
 
     threads = [threading.Thread(target=one_client) for _ in range(8)]

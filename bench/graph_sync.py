@@ -27,27 +27,16 @@ import logging  # noqa: E402
 
 logging.disable(logging.WARNING)
 
-from atom_pipelines.mail.graph import GraphMailSource  # noqa: E402
 from atom_pipelines.mail.sync import sync_messages  # noqa: E402
 from atom_pipelines.store.resource import MailStore, dispose_engine  # noqa: E402
 from atom_pipelines_tests.conftest import corpus_records  # noqa: E402
 from atom_pipelines_tests.servers.graph_server import Fault, GraphServer  # noqa: E402
-from atom_pipelines_tests.test_graph_sync import mailbox_windows  # noqa: E402
+from atom_pipelines_tests.test_graph_sync import graph_source, mailbox_windows  # noqa: E402
 
 
 def sync_once(server: GraphServer, windows, page_size: int, use_select: bool, workdir: Path) -> dict:
     url = f"sqlite:///{workdir / f'bench-{time.monotonic_ns()}.sqlite'}"
-    source = GraphMailSource(
-        tenant_id=server.tenant_id,
-        client_id=server.client_id,
-        client_secret=server.client_secret,
-        authority_host=server.authority_host,
-        api_url=server.api_url,
-        page_size=page_size,
-        use_select=use_select,
-        gate_database_url=url,
-        max_retries=30,
-    )
+    source = graph_source(server, url, page_size=page_size, use_select=use_select, max_retries=30)
     received = {"bytes": 0}
     source.client.session.hooks["response"].append(
         lambda r, *a, **k: received.__setitem__("bytes", received["bytes"] + len(r.content))
