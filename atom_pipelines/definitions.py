@@ -9,10 +9,10 @@ from dagster import Definitions, EnvVar
 from atom_pipelines import config
 from atom_pipelines.alerts import alert_channels_from_env, analyst_alerts
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, llm_key_status, outlook_messages
-from atom_pipelines.extraction.resource import EntityExtractor
-from atom_pipelines.freshness import mailboxes_fresh
+from atom_pipelines.checks.freshness import mailboxes_fresh
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.jobs import mail_to_links_job, mailbox_freshness_job
-from atom_pipelines.mail.graph import GraphMailSource
+from atom_pipelines.mail.msgraph import GraphMailSource
 from atom_pipelines.mail.source import ExportMailSource, MailSource
 from atom_pipelines.schedules import mail_to_links_daily, mailbox_freshness_hourly
 from atom_pipelines.sensors import graph_delta_sync, register_mailboxes

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from atom_pipelines.assets import email_entities, entity_links, outlook_messages
-from atom_pipelines.freshness import mailboxes_fresh
-
-_CHAIN = (outlook_messages, email_entities, entity_links)
+from atom_pipelines.assets import PARTITIONED_CHAIN
+from atom_pipelines.checks.freshness import mailboxes_fresh
 
 #: The partitioned chain for one mailbox-day (or a range of them): what schedules, sensors and backfills
 #: run, with the checks declared on those assets (their ``check_specs``). Standalone checks on them, such
@@ -17,8 +15,8 @@ _CHAIN = (outlook_messages, email_entities, entity_links)
 #: job resolvable in any Definitions that hold the three assets.
 mail_to_links_job = define_asset_job(
     "mail_to_links",
-    selection=AssetSelection.assets(*_CHAIN).without_checks()
-    | AssetSelection.checks(*(key for asset in _CHAIN for key in asset.check_keys)),
+    selection=AssetSelection.assets(*PARTITIONED_CHAIN).without_checks()
+    | AssetSelection.checks(*(key for asset in PARTITIONED_CHAIN for key in asset.check_keys)),
 )
 
 #: Only the freshness check: no asset is materialized, nothing is read but the Dagster instance.

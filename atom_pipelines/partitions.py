@@ -48,10 +48,6 @@ class MailboxWindow:
     mailbox: str
     days: tuple[dt.date, ...]
 
-    def day_bounds(self, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-        return start, start + dt.timedelta(days=1)
-
     def partition_keys(self) -> list[str]:
         return [partition_key(self.mailbox, day) for day in self.days]
 
@@ -72,6 +68,30 @@ def windows_from_partition_keys(keys: list[str]) -> list[MailboxWindow]:
         MailboxWindow(mailbox=mailbox, days=tuple(sorted(days)))
         for mailbox, days in sorted(days_by_mailbox.items())
     ]
+
+
+def split_partition_key(key: str | None) -> tuple[str | None, str | None]:
+    """``"2001-10-17|kevin.hyatt@enron.com"`` -> (mailbox, day); (None, None) for a key of another shape
+    (alerts read keys of any check, some keyed by mailbox alone)."""
+    day, sep, mailbox = (key or "").partition("|")
+    if not sep or not mailbox:
+        return None, None
+    try:
+        dt.date.fromisoformat(day)
+    except ValueError:
+        return None, None
+    return mailbox, day
+
+
+def latest_complete_day(now: dt.datetime) -> dt.date | None:
+    """The newest ``date`` partition that exists at ``now``: yesterday (a daily partition opens when its UTC
+    day ends), or the day before ``ATOM_END_DATE`` for a finished export; None before ``ATOM_START_DATE``.
+    The day the daily schedule syncs then, and the last day a run may be asked for."""
+    day = now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+    end = config.partition_end_date()
+    if end is not None:
+        day = min(day, end - dt.timedelta(days=1))
+    return day if day >= config.partition_start_date() else None
 
 
 def _split_key(key: str) -> dict[str, str]:

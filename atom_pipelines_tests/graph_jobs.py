@@ -8,7 +8,7 @@ from dagster import Definitions, JobDefinition
 
 from atom_pipelines.assets import email_entities, entity_links, outlook_messages
 from atom_pipelines.definitions import mail_source_from_env, store_from_env
-from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.jobs import mail_to_links_job
 
 

@@ -8,13 +8,12 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
-from atom_pipelines.assets import email_entities, entity_graph, entity_links, outlook_messages
-from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.assets import PARTITIONED_CHAIN, entity_graph
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.mail.source import ExportMailSource
 from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key
 from atom_pipelines.store.resource import MailStore
 
-PARTITIONED_CHAIN = [outlook_messages, email_entities, entity_links]
 ALL_ASSETS = [*PARTITIONED_CHAIN, entity_graph]
 
 

@@ -40,11 +40,11 @@ from atom_pipelines.alerts import (
     AlertConfigError,
     AlertsNotDelivered,
     FailingPartition,
-    _describe,
     alert_channels_from_env,
     analyst_alerts,
 )
-from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.alerts.model import describe_failure, failing_partition
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.partitions import partition_key
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import PARTITIONED_CHAIN, check_results, materialize_days, resources
@@ -494,10 +494,8 @@ def test_a_half_configured_email_channel_fails_the_tick_instead_of_dropping_mail
     ],
 )
 def test_a_failing_partition_reads_as_one_line(key: str, value: object, line: str) -> None:
-    from atom_pipelines.alerts import _failing_partition
-
-    partition = _failing_partition(key, value)
+    partition = failing_partition(key, value)
     assert isinstance(partition, FailingPartition)
     assert partition.render() == line
     assert partition.mailbox == MAILBOX
-    assert _describe(["x"] * 5) == "5 item(s): x; x; x (+2 more)"
+    assert describe_failure(["x"] * 5) == "5 item(s): x; x; x (+2 more)"

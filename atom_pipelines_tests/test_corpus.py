@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from dagster import AssetCheckSeverity, DagsterInstance
 
 from atom_pipelines import config
-from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import CORPUS, corpus_records
 from atom_pipelines_tests.helpers import materialize_days, resources

@@ -26,8 +26,8 @@ from dagster import (
     reconstructable,
 )
 
-from atom_pipelines.extraction.resource import EntityExtractor
-from atom_pipelines.mail.graph import GraphMailSource
+from atom_pipelines.extraction.extractor import EntityExtractor
+from atom_pipelines.mail.msgraph import GraphMailSource
 from atom_pipelines.partitions import partition_key
 from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
 from atom_pipelines.store.resource import MailStore, dispose_engine

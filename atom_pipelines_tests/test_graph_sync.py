@@ -25,7 +25,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from atom_pipelines.mail.graph import GraphAuthError, GraphMailSource, GraphRequestError
+from atom_pipelines.mail.msgraph import GraphAuthError, GraphMailSource, GraphRequestError
 from atom_pipelines.mail.odata import NaiveDatetimeError, odata_datetime, received_window_filter
 from atom_pipelines.mail.source import ExportMailSource
 from atom_pipelines.mail.sync import sync_messages

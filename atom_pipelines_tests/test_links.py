@@ -1,4 +1,4 @@
-"""Neural links and the entity graph (``atom_pipelines.graph.links``, ``atom_pipelines.graph.analysis``).
+"""Neural links and the entity graph (``atom_pipelines.entity_graph.links``, ``atom_pipelines.entity_graph.analysis``).
 
 ``links_for_message`` decides which edges the graph has: communication (sender -> To / Cc), ``works_at`` (a
 person to the organization of their address domain, only when that organization is an entity of the same
@@ -18,10 +18,10 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
+from atom_pipelines.entity_graph.analysis import analyze_graph
+from atom_pipelines.entity_graph.links import dangling_links, links_for_message
 from atom_pipelines.extraction.heuristic import HeuristicProvider
 from atom_pipelines.extraction.providers import MessageText, Participant
-from atom_pipelines.graph.analysis import analyze_graph
-from atom_pipelines.graph.links import dangling_links, links_for_message
 from atom_pipelines.partitions import MailboxWindow
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore

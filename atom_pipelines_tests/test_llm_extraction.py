@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance, materialize
 
 from atom_pipelines.assets import llm_key_status
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.key_status import key_status
 from atom_pipelines.extraction.outcomes import Outcome
 from atom_pipelines.extraction.providers import MessageText, Participant
-from atom_pipelines.extraction.resource import EntityExtractor
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import check_metadata, check_results, materialize_days, resources
@@ -141,7 +141,7 @@ def test_rate_limits_are_waited_out_as_retry_after_says(server: OpenAICompatible
 
 
 def test_a_token_budget_stops_extraction_loudly(server: OpenAICompatibleServer) -> None:
-    from atom_pipelines.extraction.resource import BudgetExceeded
+    from atom_pipelines.extraction.budget import BudgetExceeded
 
     messages = [MessageText(**{**MESSAGE.__dict__, "message_id": f"m-{n}", "body": f"{MESSAGE.body} #{n}"}) for n in range(5)]
     # Each call reserves its prompt estimate plus the whole output allowance (~1,500), and settles at what it

@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
+from atom_pipelines.extraction.chain import ProviderSpec
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
-from atom_pipelines.extraction.resource import EntityExtractor, ProviderSpec
 from atom_pipelines.partitions import partition_key
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
@@ -253,4 +254,6 @@ def test_entity_graph_spans_every_partition(
     assert metadata["edges"].value == len({tuple(sorted((r[2], r[3]))) for r in links})
     graphml = Path(metadata["graphml_path"].value)
     assert graphml.exists() and graphml.parent == tmp_path / "exports"
-    assert MAILBOX in metadata["top_by_degree"].value
+    top = [record.data for record in metadata["top_by_degree"].records]
+    assert top[0]["entity"] == f"person:{MAILBOX}"
+    assert [row["degree"] for row in top] == sorted((row["degree"] for row in top), reverse=True)

@@ -8,7 +8,7 @@ crashed with zero jobs) and #5 (failure paths never exercised). What we found, a
   notices within a second and fails the run itself. If the code server dies with it (a machine restart, a
   killed daemon whose managed code server ran the runs), the run stays STARTED for ever, monitoring ticking
   on (seen under `dagster dev`: STARTED through 60 s of 5 s polls; ``test_default_launcher_leaves_a_dead_worker_started`` pins it).
-  ``atom_pipelines.ops.run_launcher.LocalRunLauncher`` (configured in dagster.yaml) adds the check by pid.
+  ``atom_pipelines.deployment.run_launcher.LocalRunLauncher`` (configured in dagster.yaml) adds the check by pid.
 - A killed extraction step never frees its ``openai`` pool slot: two killed runs would stop every later
   extraction. dagster.yaml's ``run_monitoring.free_slots_after_run_end_seconds`` frees them.
 
@@ -61,8 +61,8 @@ from dagster._core.test_utils import create_run_for_test, create_test_daemon_wor
 from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 
-from atom_pipelines.extraction.resource import EntityExtractor
-from atom_pipelines.ops.run_launcher import RUN_WORKER_MACHINE_TAG, LocalRunLauncher, Machine, worker_gone_reason
+from atom_pipelines.deployment.run_launcher import RUN_WORKER_MACHINE_TAG, LocalRunLauncher, Machine, worker_gone_reason
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.store.schema import metadata as store_metadata
 from atom_pipelines_tests import conftest
 from atom_pipelines_tests.conftest import corpus_records
@@ -88,7 +88,7 @@ from atom_pipelines_tests.dagster_dev import (
 from atom_pipelines_tests.helpers import materialize_days, resources
 from atom_pipelines_tests.servers.openai_server import Behaviour, OpenAICompatibleServer
 
-LAUNCHER = {"module": "atom_pipelines.ops.run_launcher", "class": "LocalRunLauncher"}
+LAUNCHER = {"module": "atom_pipelines.deployment.run_launcher", "class": "LocalRunLauncher"}
 LLM_CHAIN = "openai:gpt-4o-mini,heuristic"
 LLM_KEY = "sk-test-key"
 #: The test's monitoring poll and slot release (production: dagster.yaml's values).

@@ -40,7 +40,7 @@ from typing import Any  # noqa: E402
 
 import sqlalchemy as sa  # noqa: E402
 
-from atom_pipelines.extraction.resource import EntityExtractor  # noqa: E402
+from atom_pipelines.extraction.extractor import EntityExtractor  # noqa: E402
 from atom_pipelines.extraction.run import extract_entities  # noqa: E402
 from atom_pipelines.mail.source import ExportMailSource, SourcedMessage, parse_export_line  # noqa: E402
 from atom_pipelines.mail.sync import sync_messages  # noqa: E402

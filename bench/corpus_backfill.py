@@ -79,7 +79,7 @@ from dagster import (  # noqa: E402
 
 from atom_pipelines import config  # noqa: E402
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, outlook_messages  # noqa: E402
-from atom_pipelines.extraction.resource import EntityExtractor  # noqa: E402
+from atom_pipelines.extraction.extractor import EntityExtractor  # noqa: E402
 from atom_pipelines.mail.source import ExportMailSource, SourcedMessage, parse_export_line  # noqa: E402
 from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key  # noqa: E402
 from atom_pipelines.store.resource import MailStore, dispose_engine  # noqa: E402

@@ -29,13 +29,10 @@ import logging  # noqa: E402
 
 logging.disable(logging.WARNING)
 
-from atom_pipelines.extraction.openai_provider import prompt_for  # noqa: E402
+from atom_pipelines.extraction.cache import ExtractionCache, prompt_hash  # noqa: E402
+from atom_pipelines.extraction.extractor import EntityExtractor  # noqa: E402
+from atom_pipelines.extraction.prompt import prompt_for  # noqa: E402
 from atom_pipelines.extraction.providers import MessageText, Participant  # noqa: E402
-from atom_pipelines.extraction.resource import (  # noqa: E402
-    EntityExtractor,
-    ExtractionCache,
-    content_hash,  # noqa: E402
-)
 from atom_pipelines.extraction.tokens import count_tokens, prompt_tokens, system_prompt_tokens  # noqa: E402
 from atom_pipelines.mail.cleaning import clean_body  # noqa: E402
 from atom_pipelines.mail.models import GraphMessage  # noqa: E402
@@ -113,7 +110,7 @@ def main() -> None:
     cleaned, naive = corpus_texts()
     sent = sum(prompt_tokens(prompt_for(m)) for m in cleaned)
     full = sum(prompt_tokens(prompt_for(m)) for m in naive)
-    unique = {content_hash(m): m for m in cleaned}
+    unique = {prompt_hash(m): m for m in cleaned}
     paid = sum(prompt_tokens(prompt_for(m)) for m in unique.values())
     body_sent = sum(count_tokens(m.body) for m in cleaned)
     body_full = sum(count_tokens(m.body) for m in naive)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import json_repair
 from pydantic import ValidationError
 
+from atom_pipelines.extraction.mentions import EMAIL_IN_TEXT
 from atom_pipelines.extraction.outcomes import Outcome
 from atom_pipelines.extraction.schema import ExtractionAnswer
 
 PREVIEW_CHARS = 240
 
-_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_-]{8,}|\b[A-Za-z0-9_-]{32,}\b")
 
 
@@ -36,7 +36,7 @@ def preview(raw: str | None) -> str:
     """A short, safe look at a raw answer: addresses and anything key-like masked."""
     if raw is None:
         return "<None>"
-    text = _KEY_LIKE.sub("<key>", _EMAIL.sub("<email>", raw[: PREVIEW_CHARS * 2]))
+    text = _KEY_LIKE.sub("<key>", EMAIL_IN_TEXT.sub("<email>", raw[: PREVIEW_CHARS * 2]))
     text = text.replace("\n", "\\n")
     return text[:PREVIEW_CHARS] + ("..." if len(raw) > PREVIEW_CHARS else "")
 

@@ -13,11 +13,12 @@ import argparse
 import datetime as dt
 from dataclasses import dataclass
 
-from atom_pipelines.extraction.openai_provider import prompt_for
+from atom_pipelines.extraction.cache import cache_key, prompt_hash
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import TokenUsage
 from atom_pipelines.extraction.pricing import cost_usd
+from atom_pipelines.extraction.prompt import prompt_for
 from atom_pipelines.extraction.providers import MessageText
-from atom_pipelines.extraction.resource import EntityExtractor, cache_key, content_hash
 from atom_pipelines.extraction.tokens import prompt_tokens
 from atom_pipelines.mail.source import MailSource
 from atom_pipelines.mail.sync import message_row
@@ -44,7 +45,6 @@ def estimate_backfill(
     llm = next((spec for spec in used if spec.kind == "openai"), None)
     days = tuple(start + dt.timedelta(days=n) for n in range((end - start).days + 1))
     batch = source.fetch_window(MailboxWindow(mailbox, days))
-    texts = []
     # The same stored form the pipeline builds, so the estimate prices exactly the prompt extraction sends.
     texts = [
         MessageText.from_stored(message_row(item, day))
@@ -53,7 +53,7 @@ def estimate_backfill(
     ]
     if llm is None:
         return BackfillEstimate(None, len(texts), 0, 0, 0, 0, 0.0, 0.0)
-    keys = {cache_key(content_hash(t), llm): t for t in texts}
+    keys = {cache_key(prompt_hash(t), llm): t for t in texts}
     cached = set(store.cache_get(list(keys))) if store is not None else set()
     pending = [t for key, t in keys.items() if key not in cached]
     tokens = sum(prompt_tokens(prompt_for(t)) for t in pending)

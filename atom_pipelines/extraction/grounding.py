@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from atom_pipelines.extraction import keys
+from atom_pipelines.extraction.mentions import EVIDENCE_CHARS, resolve_name
 from atom_pipelines.extraction.outcomes import EntityMention, EntityType, RelationMention, Role
 from atom_pipelines.extraction.providers import MessageText
 from atom_pipelines.extraction.schema import ExtractionAnswer
-from atom_pipelines.graph import keys
 
 _SPACES = re.compile(r"\s+")
-EVIDENCE_CHARS = 200
 
 
 def _norm(text: str) -> str:
@@ -46,9 +46,6 @@ def haystack(message: MessageText) -> str:
 
 def ground(answer: ExtractionAnswer, message: MessageText) -> GroundedAnswer:
     """Keep the entities the message supports, keyed canonically; keep relations between kept entities."""
-    # Local import: heuristic imports this package's providers; identity helpers live with it.
-    from atom_pipelines.extraction.heuristic import resolve_name
-
     text = haystack(message)
     participants = [p for p in (message.sender, *message.to, *message.cc) if p]
     kept: dict[str, EntityMention] = {}

@@ -9,7 +9,6 @@ Its rows always say ``provider=heuristic``: a fallback to it is never passed off
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import re
@@ -20,13 +19,19 @@ import phonenumbers
 from dateutil import parser as date_parser
 from urlextract import URLExtract
 
+from atom_pipelines.extraction import keys
+from atom_pipelines.extraction.chain import HEURISTIC_MODEL
+from atom_pipelines.extraction.mentions import (
+    EMAIL_IN_TEXT,
+    EVIDENCE_CHARS,
+    dedupe_mentions,
+    header_mentions,
+    participants,
+    resolve_name,
+)
 from atom_pipelines.extraction.outcomes import Attempt, EntityMention, EntityType, Outcome, Role
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText, Participant
-from atom_pipelines.graph import keys
 
-EVIDENCE_CHARS = 200
-
-_EMAIL_IN_TEXT = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _MONEY = re.compile(
     r"(?:US\$|\$|USD\s?|EUR\s?|€|£|GBP\s?)\s?\d[\d,]*(?:\.\d+)?"
     r"(?:\s?(?:million|billion|thousand|mm|bn|k|m)\b)?",
@@ -63,7 +68,7 @@ def _url_extractor() -> URLExtract:
 
 class HeuristicProvider(ExtractionProvider):
     name = "heuristic"
-    model = "rules-v1"
+    model = HEURISTIC_MODEL
 
     def extract(self, message: MessageText) -> Attempt:
         started = time.perf_counter()
@@ -80,49 +85,11 @@ class HeuristicProvider(ExtractionProvider):
         )
 
     def _mentions(self, message: MessageText) -> Iterator[EntityMention]:
-        yield from _header_mentions(message)
+        yield from header_mentions(message)
         if message.subject:
             yield from _text_mentions(message.subject, Role.SUBJECT)
         yield from _text_mentions(message.body, Role.TEXT)
-        yield from _named_people(message, _participants(message))
-
-
-def header_mentions(message: MessageText) -> tuple[EntityMention, ...]:
-    """The people of From/To/Cc and the organizations of their address domains, deduplicated.
-
-    These are facts of the message's headers, so every provider's answer includes them (an LLM provider's
-    rows carry them too, under that provider's name, since it was given the same headers).
-    """
-    return tuple(dedupe_mentions(_header_mentions(message)))
-
-
-def _participants(message: MessageText) -> list[Participant]:
-    people = [message.sender] if message.sender else []
-    return [p for p in (*people, *message.to, *message.cc) if keys.normalize_address(p.address)]
-
-
-def _header_mentions(message: MessageText) -> Iterator[EntityMention]:
-    header_roles = [(Role.SENDER, (message.sender,) if message.sender else ())]
-    header_roles += [(Role.TO, message.to), (Role.CC, message.cc)]
-    for role, people in header_roles:
-        for person in people:
-            mention = _participant_mention(person, role)
-            if mention is None:
-                continue
-            yield mention
-            domain = keys.organization_domain(person.address.lower())
-            if domain:
-                yield EntityMention(
-                    keys.organization_key(domain), domain, EntityType.ORGANIZATION, (Role.DOMAIN,), person.address
-                )
-
-
-def _participant_mention(person: Participant, role: Role) -> EntityMention | None:
-    address = keys.normalize_address(person.address)
-    if address is None:
-        return None
-    name = person.name.strip() or address
-    return EntityMention(keys.person_key(address), name, EntityType.PERSON, (role,), f"{name} <{address}>")
+        yield from _named_people(message, participants(message))
 
 
 def _evidence(text: str, start: int, end: int) -> str:
@@ -133,7 +100,7 @@ def _evidence(text: str, start: int, end: int) -> str:
 
 
 def _text_mentions(text: str, role: Role) -> Iterator[EntityMention]:
-    for match in _EMAIL_IN_TEXT.finditer(text):
+    for match in EMAIL_IN_TEXT.finditer(text):
         address = keys.normalize_address(match.group())
         if address:
             yield EntityMention(
@@ -209,24 +176,6 @@ def _plausible_name(name: str) -> bool:
     return name.split()[0] not in _NOT_NAMES
 
 
-def resolve_name(name: str, evidence: str, role: Role, participants: list[Participant]) -> EntityMention:
-    """A name that matches exactly one participant's display name (first name or full) is that participant."""
-    wanted = name.casefold().split()
-    matches = {
-        keys.normalize_address(p.address)
-        for p in participants
-        if p.name and _name_matches(wanted, p.name.casefold().replace(",", " ").split())
-    } - {None}
-    if len(matches) == 1:
-        address = matches.pop()
-        return EntityMention(keys.person_key(address), name, EntityType.PERSON, (role,), evidence[:EVIDENCE_CHARS])
-    return EntityMention(keys.person_name_key(name), name, EntityType.PERSON, (role,), evidence[:EVIDENCE_CHARS])
-
-
-def _name_matches(wanted: list[str], display: list[str]) -> bool:
-    return bool(display) and set(wanted) <= set(display)
-
-
 def _normalize_money(raw: str) -> str:
     text = raw.strip().lower().replace(",", "").replace(" ", "")
     currency = "usd"
@@ -250,14 +199,3 @@ def _parse_date(raw: str) -> dt.date | None:
     return parsed.date() if 1900 <= parsed.year <= 2100 else None
 
 
-def dedupe_mentions(mentions: Iterator[EntityMention]) -> Iterator[EntityMention]:
-    """One mention per entity key and message: the first found (header roles come first), all roles merged."""
-    by_key: dict[str, EntityMention] = {}
-    for mention in mentions:
-        first = by_key.get(mention.entity_key)
-        if first is None:
-            by_key[mention.entity_key] = mention
-        elif not set(mention.roles) <= set(first.roles):
-            roles = first.roles + tuple(r for r in mention.roles if r not in first.roles)
-            by_key[mention.entity_key] = dataclasses.replace(first, roles=roles)
-    yield from by_key.values()

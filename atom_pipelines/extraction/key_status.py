@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import openai
 
 from atom_pipelines.extraction.answers import preview
-from atom_pipelines.extraction.resource import EntityExtractor
+from atom_pipelines.extraction.extractor import EntityExtractor
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import openai
 
 from atom_pipelines.extraction.answers import parse_answer, preview
 from atom_pipelines.extraction.grounding import ground
-from atom_pipelines.extraction.heuristic import dedupe_mentions, header_mentions
+from atom_pipelines.extraction.mentions import dedupe_mentions, header_mentions
 from atom_pipelines.extraction.outcomes import Attempt, Outcome, TokenUsage
 from atom_pipelines.extraction.pricing import cost_usd
-from atom_pipelines.extraction.prompt import SYSTEM_PROMPT, user_message
-from atom_pipelines.extraction.providers import ExtractionProvider, MessageText, Participant
+from atom_pipelines.extraction.prompt import SYSTEM_PROMPT, prompt_for
+from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
 from atom_pipelines.extraction.ratelimit import RequestPacer
 from atom_pipelines.extraction.schema import ExtractionAnswer, response_json_schema
 
@@ -29,27 +29,6 @@ STRUCTURED_OUTPUT_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5")
 
 def supports_structured_outputs(model: str) -> bool:
     return model.startswith(STRUCTURED_OUTPUT_PREFIXES)
-
-
-#: Recipients listed in a prompt. Header people become entities from the headers whatever the model says,
-#: and grounding resolves names against every participant, so a 200-address distribution list need not be
-#: paid for in every request.
-MAX_PROMPT_RECIPIENTS = 20
-
-
-def prompt_for(message: MessageText) -> str:
-    """The user message for one e-mail: participants (sender first), subject and the cleaned text."""
-
-    def who(person: Participant) -> str:
-        name, address = person.name.strip(), person.address.strip()
-        return address if not name or name.lower() == address.lower() else f"{name} <{address}>"
-
-    participants = [f"from: {who(message.sender)}"] if message.sender else []
-    recipients = [f"to: {who(p)}" for p in message.to] + [f"cc: {who(p)}" for p in message.cc]
-    participants += recipients[:MAX_PROMPT_RECIPIENTS]
-    if len(recipients) > MAX_PROMPT_RECIPIENTS:
-        participants.append(f"... and {len(recipients) - MAX_PROMPT_RECIPIENTS} more recipients")
-    return user_message(message.subject, participants, message.body)
 
 
 class OpenAIProvider(ExtractionProvider):

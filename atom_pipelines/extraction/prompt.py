@@ -3,6 +3,8 @@ serve answers cached for the old prompt, so the version is part of every cache k
 
 from __future__ import annotations
 
+from atom_pipelines.extraction.providers import MessageText, Participant
+
 PROMPT_VERSION = "extract-v1"
 
 SYSTEM_PROMPT = """\
@@ -31,3 +33,24 @@ def user_message(subject: str, participants: list[str], body: str) -> str:
     lines += [f"- {participant}" for participant in participants] or ["- (none)"]
     lines += ["", f"Subject: {subject or '(none)'}", "", "Body:", body or "(empty)"]
     return "\n".join(lines)
+
+
+#: Recipients listed in a prompt. Header people become entities from the headers whatever the model says,
+#: and grounding resolves names against every participant, so a 200-address distribution list need not be
+#: paid for in every request.
+MAX_PROMPT_RECIPIENTS = 20
+
+
+def prompt_for(message: MessageText) -> str:
+    """The user message for one e-mail: participants (sender first), subject and the cleaned text."""
+
+    def who(person: Participant) -> str:
+        name, address = person.name.strip(), person.address.strip()
+        return address if not name or name.lower() == address.lower() else f"{name} <{address}>"
+
+    participants = [f"from: {who(message.sender)}"] if message.sender else []
+    recipients = [f"to: {who(p)}" for p in message.to] + [f"cc: {who(p)}" for p in message.cc]
+    participants += recipients[:MAX_PROMPT_RECIPIENTS]
+    if len(recipients) > MAX_PROMPT_RECIPIENTS:
+        participants.append(f"... and {len(recipients) - MAX_PROMPT_RECIPIENTS} more recipients")
+    return user_message(message.subject, participants, message.body)

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from atom_pipelines.extraction.cache import ExtractionCache
+from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import MessageExtraction, Outcome, TokenUsage
 from atom_pipelines.extraction.providers import MessageText
-from atom_pipelines.extraction.resource import EntityExtractor, ExtractionCache
 from atom_pipelines.partitions import MailboxWindow, partition_key
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore

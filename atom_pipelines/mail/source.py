@@ -86,6 +86,11 @@ class MailSource(ConfigurableResource, ABC):
         ``not_before``, and its last day (None: the mailbox keeps receiving mail, sync up to yesterday).
         None when the mailbox holds nothing from ``not_before`` on."""
 
+    @property
+    def follows_delta(self) -> bool:
+        """Whether the source reports changes (``mail/delta.py``): Graph does, a finished export does not."""
+        return False
+
 
 def normalize_mailbox(value: str) -> str:
     return value.strip().lower()

@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -73,6 +73,14 @@ def _create_engine(url: str) -> Engine:
 
 def _partition_filter(table: Table, windows: Sequence[MailboxWindow]):
     return or_(*(and_(table.c.mailbox == w.mailbox, table.c.day.in_(w.days)) for w in windows))
+
+
+class StoredVersion(NamedTuple):
+    """Which version of a message the store holds: what a Graph delta change is compared with."""
+
+    day: dt.date
+    change_key: str | None
+    parent_folder_id: str | None
 
 
 class MailStore(ConfigurableResource):
@@ -183,15 +191,15 @@ class MailStore(ConfigurableResource):
         with self.engine.connect() as conn:
             return {(mailbox, day): int(n) for mailbox, day, n in conn.execute(query)}
 
-    def stored_versions(self, mailbox: str) -> dict[str, tuple[dt.date, str | None, str | None]]:
+    def stored_versions(self, mailbox: str) -> dict[str, StoredVersion]:
         """message id -> (day, change key, folder id) of every stored message of a mailbox: what the delta
-        sensor compares Graph's changes with."""
+        round compares Graph's changes with."""
         table = schema.messages
         query = select(table.c.message_id, table.c.day, table.c.change_key, table.c.parent_folder_id).where(
             table.c.mailbox == mailbox
         )
         with self.engine.connect() as conn:
-            return {message_id: (day, key, folder) for message_id, day, key, folder in conn.execute(query)}
+            return {message_id: StoredVersion(day, key, folder) for message_id, day, key, folder in conn.execute(query)}
 
     def delta_link(self, mailbox: str, folder: str) -> str | None:
         table = schema.graph_delta_state

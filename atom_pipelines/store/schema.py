@@ -115,13 +115,13 @@ entity_relations = Table(
     Index("ix_relations_partition", "mailbox", "day"),
 )
 
-# Validated LLM answers by what was asked: (cleaned-content hash, prompt version, schema hash, provider,
+# Validated LLM answers by what was asked: (prompt hash: the hashed user message, prompt version, schema hash, provider,
 # model). Only successes ("entities", "none_found") are admitted; a failed answer is never served again.
 extraction_cache = Table(
     "extraction_cache",
     metadata,
     Column("cache_key", String(64), primary_key=True),
-    Column("content_hash", String(64), nullable=False),
+    Column("prompt_hash", String(64), nullable=False),
     Column("prompt_version", String(32), nullable=False),
     Column("schema_hash", String(32), nullable=False),
     Column("provider", String(64), nullable=False),

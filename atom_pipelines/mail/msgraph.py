@@ -442,6 +442,10 @@ class GraphMailSource(MailSource):
     def list_mailboxes(self) -> list[str]:
         return sorted({normalize_mailbox(m) for m in self.mailboxes.split(",") if m.strip()})
 
+    @property
+    def follows_delta(self) -> bool:
+        return True
+
     def folders(self) -> list[str]:
         return [f.strip() for f in self.delta_folders.split(",") if f.strip()]
 

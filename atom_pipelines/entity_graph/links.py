@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from atom_pipelines.extraction import keys
 from atom_pipelines.extraction.outcomes import TEXT_ROLES, Role
-from atom_pipelines.graph import keys
 from atom_pipelines.partitions import MailboxWindow, partition_key
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore

@@ -24,17 +24,16 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetKey,
     Config,
     DagsterInstance,
     MetadataValue,
     asset_check,
-    partition_loading_context,
 )
 from pydantic import Field
 
-from atom_pipelines.assets import outlook_messages
 from atom_pipelines.config import freshness_max_days_behind
-from atom_pipelines.partitions import MAILBOX_DIMENSION, mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day, windows_from_partition_keys
 
 #: How many stale mailboxes the check's description names; its metadata names every one.
 NAMED_IN_DESCRIPTION = 10
@@ -68,18 +67,10 @@ class FreshnessReport:
         return tuple(m for m in self.mailboxes if m.never_synced or (m.days_behind or 0) > self.max_days_behind)
 
 
-def latest_complete_day(now: dt.datetime) -> dt.date | None:
-    """The newest ``date`` partition that exists at ``now``: the day the daily schedule syncs at that time."""
-    date_dimension = mailbox_day_partitions.time_window_partitions_def
-    with partition_loading_context(effective_dt=now):
-        key = date_dimension.get_last_partition_key()
-    return dt.date.fromisoformat(key) if key else None
-
-
 def latest_synced_days(instance: DagsterInstance) -> dict[str, dt.date]:
     """Per mailbox, the newest day of ``outlook_messages`` materialized in this instance (by day, not by
     when it ran: re-syncing an old day does not make a mailbox fresh)."""
-    materialized = instance.get_materialized_partitions(outlook_messages.key)
+    materialized = instance.get_materialized_partitions(AssetKey("outlook_messages"))
     return {window.mailbox: window.days[-1] for window in windows_from_partition_keys(list(materialized))}
 
 
@@ -113,7 +104,7 @@ def _as_of(value: str | None) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _describe(mailbox: MailboxFreshness) -> str:
+def _describe_staleness(mailbox: MailboxFreshness) -> str:
     if mailbox.never_synced:
         return f"{mailbox.mailbox} (never synced)"
     return f"{mailbox.mailbox} (latest {mailbox.latest_day}, {mailbox.days_behind} days behind)"
@@ -130,7 +121,7 @@ def freshness_result(report: FreshnessReport) -> AssetCheckResult:
             "no mailbox is registered: nothing can be behind (registration is the register_mailboxes sensor's job)"
         )
     elif stale:
-        named = ", ".join(_describe(m) for m in stale[:NAMED_IN_DESCRIPTION])
+        named = ", ".join(_describe_staleness(m) for m in stale[:NAMED_IN_DESCRIPTION])
         more = f" and {len(stale) - NAMED_IN_DESCRIPTION} more" if len(stale) > NAMED_IN_DESCRIPTION else ""
         description = (
             f"{len(stale)} of {total} mailbox(es) more than {report.max_days_behind} day(s) behind "
@@ -162,7 +153,7 @@ def freshness_result(report: FreshnessReport) -> AssetCheckResult:
 
 
 @asset_check(
-    asset=outlook_messages,
+    asset=AssetKey("outlook_messages"),
     name="mailboxes_fresh",
     blocking=False,
     description="Every registered mailbox's latest synced day is at most ATOM_FRESHNESS_MAX_DAYS_BEHIND days "
@@ -178,5 +169,5 @@ def mailboxes_fresh(context: AssetCheckExecutionContext, config: FreshnessCheckC
     should stop because another mailbox is late."""
     report = evaluate_freshness(context.instance, _as_of(config.as_of), freshness_max_days_behind())
     for mailbox in report.stale:
-        context.log.warning(f"stale mailbox: {_describe(mailbox)}")
+        context.log.warning(f"stale mailbox: {_describe_staleness(mailbox)}")
     return freshness_result(report)

@@ -1,0 +1,232 @@
+"""Where alerts go: the ``alert_channels`` resource and its Teams, Slack and SMTP delivery."""
+
+import os
+import smtplib
+import ssl
+from collections.abc import Mapping
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from dagster import (
+    ConfigurableResource,
+    EnvVar,
+)
+from dagster_msteams.adaptive_card import AdaptiveCard
+from dagster_msteams.card import Card
+from dagster_msteams.client import TeamsClient
+from dagster_msteams.utils import MSTeamsHyperlink, build_message_with_link
+from pydantic import Field
+
+from atom_pipelines.alerts.model import Alert, quote
+
+DEFAULT_UI_BASE_URL = "http://localhost:3000"
+
+ENV_TEAMS_WEBHOOK_URL = "ATOM_ALERT_TEAMS_WEBHOOK_URL"
+ENV_SLACK_WEBHOOK_URL = "ATOM_ALERT_SLACK_WEBHOOK_URL"
+ENV_SMTP_PASSWORD = "ATOM_ALERT_SMTP_PASSWORD"
+
+
+class AlertConfigError(ValueError):
+    """The alert settings contradict each other (e.g. an SMTP host without recipients)."""
+
+
+class AlertDeliveryError(Exception):
+    """One channel did not take one alert. The message names the channel and the reason, never a secret."""
+
+    def __init__(self, channel: str, reason: str) -> None:
+        super().__init__(f"{channel}: {reason}")
+        self.channel = channel
+        self.reason = reason
+
+
+
+
+def _transport_reason(exc: requests.RequestException) -> str:
+    """Why a request got no answer, without the URL: requests and urllib3 put the URL (whose path is the
+    webhook's secret) into their messages, so only the exception type and the socket's own reason are kept."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        cause = pending.pop(0)
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{type(exc).__name__}: {cause.strerror}"
+        # requests wraps urllib3's MaxRetryError (in args), which holds the socket error in .reason or as
+        # the cause of its own reason.
+        linked = [getattr(cause, "reason", None), cause.__cause__, cause.__context__, *cause.args]
+        pending += [item for item in linked if isinstance(item, BaseException)]
+    if isinstance(exc, requests.Timeout):
+        return f"{type(exc).__name__}: no answer in time"
+    return type(exc).__name__
+
+
+class AlertChannels(ConfigurableResource):
+    """Where analyst alerts go: a Microsoft Teams incoming webhook, a Slack incoming webhook and/or e-mail
+    over SMTP, each used when configured; plus the UI address for run links and what is silenced.
+
+    Built from the environment by :func:`alert_channels_from_env`; the webhook URLs and the SMTP password
+    arrive as ``EnvVar`` so the UI and run config show only the variables' names.
+    """
+
+    teams_webhook_url: str | None = Field(default=None, description="Teams incoming webhook (Workflows or legacy).")
+    # Slack incoming webhook: a POST of {"text": ...}. dagster-slack only speaks the Web API with a bot
+    # token (chat.postMessage), which an incoming webhook does not have, so it does not fit here.
+    slack_webhook_url: str | None = Field(default=None, description="Slack incoming webhook.")
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str | None = None
+    smtp_to: list[str] = Field(default_factory=list)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    timeout_seconds: float = Field(default=10.0, description="Per request; a sensor tick has about a minute.")
+    ui_base_url: str = DEFAULT_UI_BASE_URL
+    silenced: list[str] = Field(default_factory=list, description="Check names and/or mailboxes never alerted.")
+
+    def configured_channels(self) -> list[str]:
+        """The channels alerts go to, in order; raises :class:`AlertConfigError` on a half-configured one."""
+        channels = []
+        if self.teams_webhook_url:
+            channels.append("teams")
+        if self.slack_webhook_url:
+            channels.append("slack")
+        if self.smtp_host:
+            missing = [
+                name
+                for name, value in (("ATOM_ALERT_SMTP_FROM", self.smtp_from), ("ATOM_ALERT_SMTP_TO", self.smtp_to))
+                if not value
+            ]
+            if missing:
+                raise AlertConfigError(
+                    f"ATOM_ALERT_SMTP_HOST is set but {' and '.join(missing)} not: e-mail alerts cannot be sent"
+                )
+            if self.smtp_username and not self.smtp_password:
+                raise AlertConfigError("ATOM_ALERT_SMTP_USERNAME is set but ATOM_ALERT_SMTP_PASSWORD is not")
+            channels.append("email")
+        return channels
+
+    def run_url(self, run_id: str) -> str:
+        """The run's page in the Dagster UI."""
+        return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
+
+    def is_silenced(self, name: str | None) -> bool:
+        """Whether a check name or a mailbox is in ``ATOM_ALERT_SILENCED`` (case-insensitive)."""
+        return bool(name) and name.strip().lower() in {s.strip().lower() for s in self.silenced}
+
+    def send(self, channel: str, alert: Alert) -> None:
+        """Deliver one alert to one channel; raises :class:`AlertDeliveryError` (channel and reason) if the
+        receiver refused it or could not be reached."""
+        if channel == "teams":
+            self._send_teams(alert)
+        elif channel == "slack":
+            self._post_json("slack", self.slack_webhook_url or "", {"text": alert.text})
+        elif channel == "email":
+            self._send_email(alert)
+        else:
+            raise AlertConfigError(f"unknown alert channel {channel!r}")
+
+    def _send_teams(self, alert: Alert) -> None:
+        url = self.teams_webhook_url or ""
+        if not urlparse(url).hostname:
+            # TeamsClient.is_legacy_webhook() would put the URL into its error.
+            raise AlertDeliveryError("teams", "the webhook URL has no host name")
+        # dagster-msteams decides which card a webhook takes (legacy Office 365 connector: hero card;
+        # Workflows: adaptive card) and builds it. Its TeamsClient.post_message is not used to send: it
+        # raises RequestException(response body) without the HTTP status, and a connection error from it
+        # carries the URL.
+        legacy = TeamsClient(hook_url=url, timeout=self.timeout_seconds).is_legacy_webhook()
+        link = MSTeamsHyperlink(text="Open the run", url=alert.run_url)
+        card: Card | AdaptiveCard
+        if legacy:
+            card = Card()
+            card.add_attachment(build_message_with_link(True, "<br>".join([alert.subject, *alert.lines()[:-1]]), link))
+        else:
+            card = AdaptiveCard()
+            for line in [alert.subject, *alert.lines()[:-1]]:
+                card.add_attachment(line)
+            card.add_attachment(build_message_with_link(False, "Run:", link))
+        # A legacy connector answers 200 with the body "1"; anything else means the card was not posted.
+        self._post_json("teams", url, card.payload, expect_body="1" if legacy else None)
+
+    def _post_json(self, channel: str, url: str, payload: Mapping[str, Any], expect_body: str | None = None) -> None:
+        try:
+            response = requests.post(url, json=payload, timeout=self.timeout_seconds)
+        except requests.RequestException as exc:
+            reason = _transport_reason(exc)
+        else:
+            if response.ok and (expect_body is None or response.text.strip() == expect_body):
+                return
+            reason = f"HTTP {response.status_code} {quote(response.text, url)}".strip()
+        # Raised outside the except block: the requests exception, whose message holds the URL, is not chained.
+        raise AlertDeliveryError(channel, reason)
+
+    def _send_email(self, alert: Alert) -> None:
+        message = EmailMessage()
+        message["Subject"] = alert.subject
+        message["From"] = self.smtp_from or ""
+        message["To"] = ", ".join(self.smtp_to)
+        message.set_content(alert.text)
+        try:
+            with smtplib.SMTP(self.smtp_host or "", self.smtp_port, timeout=self.timeout_seconds) as smtp:
+                if self.smtp_starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.smtp_username:
+                    smtp.login(self.smtp_username, self.smtp_password or "")
+                refused = smtp.send_message(message)
+        except (smtplib.SMTPException, OSError) as exc:
+            reason = (
+                f"SMTP {self.smtp_host}:{self.smtp_port}: {type(exc).__name__}: {quote(str(exc), self.smtp_password)}"
+            )
+        else:
+            if not refused:
+                return
+            # Some recipients took it, some did not: still a failure, or the others would never know.
+            reason = f"SMTP {self.smtp_host}:{self.smtp_port} refused recipient(s) {', '.join(sorted(refused))}"
+        raise AlertDeliveryError("email", reason)
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in (os.environ.get(name) or "").split(",") if item.strip()]
+
+
+def _env_bool(name: str) -> bool:
+    value = (os.environ.get(name) or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={value!r} must be true or false")
+
+
+def alert_channels_from_env() -> AlertChannels:
+    """The ``alert_channels`` resource from the ``ATOM_ALERT_*`` variables and ``ATOM_UI_BASE_URL``.
+
+    Secrets (both webhook URLs, the SMTP password) are passed as ``EnvVar`` when set, so they are read by
+    the process that sends and never stored in config; a channel whose variables are unset is off. A
+    malformed port or STARTTLS flag raises here, at load, naming the variable (as config.py does).
+    """
+
+    def secret(name: str) -> Any:
+        return EnvVar(name) if os.environ.get(name) else None
+
+    starttls = _env_bool("ATOM_ALERT_SMTP_STARTTLS")
+    port = os.environ.get("ATOM_ALERT_SMTP_PORT") or ("587" if starttls else "25")
+    if not port.isdigit():
+        raise ValueError(f"ATOM_ALERT_SMTP_PORT={port!r} must be a port number")
+    return AlertChannels(
+        teams_webhook_url=secret(ENV_TEAMS_WEBHOOK_URL),
+        slack_webhook_url=secret(ENV_SLACK_WEBHOOK_URL),
+        smtp_host=os.environ.get("ATOM_ALERT_SMTP_HOST") or None,
+        smtp_port=int(port),
+        smtp_from=os.environ.get("ATOM_ALERT_SMTP_FROM") or None,
+        smtp_to=_env_list("ATOM_ALERT_SMTP_TO"),
+        smtp_username=os.environ.get("ATOM_ALERT_SMTP_USERNAME") or None,
+        smtp_password=secret(ENV_SMTP_PASSWORD),
+        smtp_starttls=starttls,
+        ui_base_url=os.environ.get("ATOM_UI_BASE_URL") or DEFAULT_UI_BASE_URL,
+        silenced=_env_list("ATOM_ALERT_SILENCED"),
+    )

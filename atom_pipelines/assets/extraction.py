@@ -1,0 +1,110 @@
+"""``email_entities`` (one row per entity mention, through the provider chain) and ``llm_key_status``."""
+
+from dagster import (
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
+    asset,
+)
+
+from atom_pipelines.assets.mail import outlook_messages
+from atom_pipelines.assets.policy import GROUP, backfill_policy
+from atom_pipelines.checks.extraction import (
+    EMAIL_ENTITIES_CHECKS,
+    LLM_KEY_STATUS_CHECKS,
+    email_entities_check_results,
+    extraction_failures,
+    llm_keys_accepted_result,
+)
+from atom_pipelines.extraction.extractor import EntityExtractor
+from atom_pipelines.extraction.key_status import key_status
+from atom_pipelines.extraction.run import extract_entities
+from atom_pipelines.partitions import MAILBOX_DIMENSION, mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.store.resource import MailStore
+
+_KEY_STATUS_SCHEMA = TableSchema(
+    columns=[
+        TableColumn("mailbox", "string"),
+        TableColumn("key_variable", "string", description="The environment variable holding the key (never the key)."),
+        TableColumn("llm_models", "string"),
+        TableColumn("configured", "bool"),
+        TableColumn("accepted", "bool"),
+        TableColumn("reason", "string"),
+    ]
+)
+
+
+@asset(
+    partitions_def=mailbox_day_partitions,
+    backfill_policy=backfill_policy,
+    group_name=GROUP,
+    kinds={"python", "sql"},
+    deps=[outlook_messages],
+    # Bounds concurrent extraction across runs, so a 365-day backfill cannot stampede the provider.
+    pool="openai",
+    check_specs=EMAIL_ENTITIES_CHECKS,
+)
+def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, store: MailStore) -> MaterializeResult:
+    """One row per entity mention, with the provider and model that produced it."""
+    windows = windows_from_partition_keys(context.partition_keys)
+    report = extract_entities(extractor, store, windows)
+    failures = extraction_failures(report)
+    if failures:
+        context.log.error(f"extraction failed in {len(failures)} partition(s): {sorted(failures)[:10]}")
+    total = report.message_count
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": report.entity_rows,
+            "messages": total,
+            "failed_messages": sum(len(p.failed) for p in report.partitions.values()),
+            "relations": report.relation_rows,
+            "llm_calls": report.llm_calls,
+            "cache_hits": report.cache_hits,
+            "prompt_tokens": report.usage.prompt,
+            "completion_tokens": report.usage.completion,
+            "reasoning_tokens": report.usage.reasoning,
+            "cached_prompt_tokens": report.usage.cached,
+            "estimated_cost_usd": round(report.cost_usd, 6),
+            "ungrounded_entities_dropped": report.dropped_entities,
+            "ungrounded_relations_dropped": report.dropped_relations,
+            **{f"entities_{kind}": n for kind, n in sorted(report.entities_by_type.items())},
+            **{f"outcome_{name}": n for name, n in sorted(report.outcomes.items())},
+            "share_by_provider": MetadataValue.json(
+                {p: round(n / total, 4) for p, n in report.messages_by_provider.items()} if total else {}
+            ),
+        },
+        check_results=email_entities_check_results(report, failures),
+    )
+
+
+@asset(group_name="llm", kinds={"openai"}, check_specs=LLM_KEY_STATUS_CHECKS)
+def llm_key_status(context: AssetExecutionContext, extractor: EntityExtractor) -> MaterializeResult:
+    """Per mailbox: which key variable extracts its mail, whether it is set, whether the provider accepts it."""
+    mailboxes = context.instance.get_dynamic_partitions(MAILBOX_DIMENSION)
+    statuses = key_status(extractor, mailboxes)
+    for status in statuses:
+        context.log.info(f"key status {status.mailbox}: ${status.key_env}: {status.reason}")
+    records = [
+        TableRecord(
+            {
+                "mailbox": s.mailbox,
+                "key_variable": s.key_env,
+                "llm_models": ", ".join(s.llm_models) or "-",
+                "configured": s.configured,
+                "accepted": bool(s.accepted),
+                "reason": s.reason,
+            }
+        )
+        for s in statuses
+    ]
+    return MaterializeResult(
+        metadata={
+            "mailboxes": len(statuses),
+            "usable": sum(1 for s in statuses if s.usable),
+            "status": MetadataValue.table(records, schema=_KEY_STATUS_SCHEMA),
+        },
+        check_results=[llm_keys_accepted_result(statuses)],
+    )
