@@ -65,8 +65,7 @@ def windows_from_partition_keys(keys: list[str]) -> list[MailboxWindow]:
         dims = key.keys_by_dimension if isinstance(key, MultiPartitionKey) else _split_key(key)
         days_by_mailbox[dims[MAILBOX_DIMENSION]].add(dt.date.fromisoformat(dims[DATE_DIMENSION]))
     return [
-        MailboxWindow(mailbox=mailbox, days=tuple(sorted(days)))
-        for mailbox, days in sorted(days_by_mailbox.items())
+        MailboxWindow(mailbox=mailbox, days=tuple(sorted(days))) for mailbox, days in sorted(days_by_mailbox.items())
     ]
 
 

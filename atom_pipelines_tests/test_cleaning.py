@@ -254,8 +254,7 @@ def test_outlook_original_message_reply_on_a_real_body() -> None:
     cleaned = clean_body(corpus_body("enron-af43767e6934578b3cd4950bb342db9b"))
     assert cleaned.text_basis == "new"
     assert cleaned.new_text == (
-        "Vince: Is it ok to acknowledge our sponsorship at the conference?\n\n"
-        "Anita: Can you follow up on the payment?"
+        "Vince: Is it ok to acknowledge our sponsorship at the conference?\n\nAnita: Can you follow up on the payment?"
     )
     assert cleaned.signature == "Thanks,\nKrishna."
     assert cleaned.quoted_text.startswith("-----Original Message-----")

@@ -226,8 +226,11 @@ def test_full_name_resolves_whatever_the_display_name_order(display_name: str, s
     # 115 sign-offs/greetings of the corpus are of the "Last, First [Middle]" shape ("Susan Trevino" signed by
     # "Trevino, Susan"); they went unresolved while full names had to match the display name word for word.
     found = extract(
-        message("Please approve.", sender=Participant(display_name, "susan.trevino@enron.com"),
-                signature=f"Thanks,\n{signed}")
+        message(
+            "Please approve.",
+            sender=Participant(display_name, "susan.trevino@enron.com"),
+            signature=f"Thanks,\n{signed}",
+        )
     )
     assert found["person:susan.trevino@enron.com"].roles == (Role.SENDER, Role.SIGNATURE)
     assert not any(key.startswith("person-name:") for key in found)
@@ -267,8 +270,9 @@ def test_same_person_in_to_and_cc_is_one_match_not_an_ambiguity() -> None:
 
 def test_full_name_with_another_surname_is_not_that_participant() -> None:
     found = extract(
-        message("Please review.", sender=Participant("John Smith", "john.smith@enron.com"),
-                signature="Thanks,\nJohn Doe")
+        message(
+            "Please review.", sender=Participant("John Smith", "john.smith@enron.com"), signature="Thanks,\nJohn Doe"
+        )
     )
     assert found["person-name:john doe"].roles == (Role.SIGNATURE,)
     assert found["person:john.smith@enron.com"].roles == (Role.SENDER,)
@@ -299,8 +303,9 @@ def test_group_words_are_not_names(body: str) -> None:
 
 def test_a_participant_mentioned_in_the_text_is_one_entity_with_both_roles() -> None:
     found = extract(
-        message("Forward it to iris.mack@enron.com please.", subject="ask iris.mack@enron.com", sender=VINCE,
-                to=(IRIS,))
+        message(
+            "Forward it to iris.mack@enron.com please.", subject="ask iris.mack@enron.com", sender=VINCE, to=(IRIS,)
+        )
     )
     iris = found["person:iris.mack@enron.com"]
     assert iris.roles == (Role.TO, Role.SUBJECT, Role.TEXT)
@@ -316,7 +321,9 @@ def test_dedupe_keeps_the_first_mention_and_merges_roles_in_order() -> None:
     other = EntityMention("date:2001-10-15", "Oct 15", EntityType.DATE, (Role.TEXT,), "e")
     merged = list(
         dedupe_mentions(
-            iter([mention((Role.TO,), "first"), other, mention((Role.TO,), "again"), mention((Role.CC, Role.TEXT), "x")])
+            iter(
+                [mention((Role.TO,), "first"), other, mention((Role.TO,), "again"), mention((Role.CC, Role.TEXT), "x")]
+            )
         )
     )
     assert [m.entity_key for m in merged] == ["person:a@x.com", "date:2001-10-15"]

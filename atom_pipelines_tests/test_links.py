@@ -52,9 +52,7 @@ def kinds(edges: list[tuple[str, str, str]]) -> dict[str, set[tuple[str, str]]]:
 
 
 def test_sender_links_to_to_and_cc_recipients() -> None:
-    edges = links_for_message(
-        [entity(ALICE, "sender"), entity(BOB, "to"), entity(CAROL, "cc"), entity(DAVE, "to,cc")]
-    )
+    edges = links_for_message([entity(ALICE, "sender"), entity(BOB, "to"), entity(CAROL, "cc"), entity(DAVE, "to,cc")])
     by_kind = kinds(edges)
     assert by_kind["sent_to"] == {(ALICE, BOB), (ALICE, DAVE)}
     # Someone in both To and Cc is one sent_to, not also a cc_to.
@@ -176,15 +174,28 @@ WINDOWS = [MailboxWindow("alice@enron.com", (DAY_1, DAY_2)), MailboxWindow("bob@
 
 def _entity_row(mailbox: str, message_id: str, day: dt.date, key: str, name: str, entity_type: str, roles: str):
     return {
-        "mailbox": mailbox, "message_id": message_id, "entity_key": key, "day": day, "name": name,
-        "entity_type": entity_type, "roles": roles, "evidence": name, "provider": "heuristic", "model": "rules-v1",
+        "mailbox": mailbox,
+        "message_id": message_id,
+        "entity_key": key,
+        "day": day,
+        "name": name,
+        "entity_type": entity_type,
+        "roles": roles,
+        "evidence": name,
+        "provider": "heuristic",
+        "model": "rules-v1",
     }
 
 
 def _link_row(mailbox: str, message_id: str, day: dt.date, source: str, target: str, kind: str):
     return {
-        "mailbox": mailbox, "message_id": message_id, "source_key": source, "target_key": target, "kind": kind,
-        "day": day, "weight": 1.0,
+        "mailbox": mailbox,
+        "message_id": message_id,
+        "source_key": source,
+        "target_key": target,
+        "kind": kind,
+        "day": day,
+        "weight": 1.0,
     }
 
 

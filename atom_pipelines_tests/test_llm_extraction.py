@@ -55,7 +55,9 @@ def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, KEY)
 
 
-def extractor(server: OpenAICompatibleServer, chain: str = "openai:gpt-4o-mini,openai:gpt-4o", **kwargs) -> EntityExtractor:
+def extractor(
+    server: OpenAICompatibleServer, chain: str = "openai:gpt-4o-mini,openai:gpt-4o", **kwargs
+) -> EntityExtractor:
     settings = {"max_retries": 0, "timeout_seconds": 10, **kwargs}
     return EntityExtractor(chain=chain, openai_base_url=server.base_url, key_env=KEY_ENV, **settings)
 
@@ -115,7 +117,11 @@ def test_reasoning_models_are_never_asked(server: OpenAICompatibleServer, caplog
     assert [a.model for a in result.attempts] == ["gpt-4o-mini"]
     assert server.requests_for("o3-mini") == 0
     assert "o3-mini is a reasoning model" in caplog.text
-    assert chain.is_reasoning_model("deepthink-1") and chain.is_reasoning_model("o1") and not chain.is_reasoning_model("gpt-4o")
+    assert (
+        chain.is_reasoning_model("deepthink-1")
+        and chain.is_reasoning_model("o1")
+        and not chain.is_reasoning_model("gpt-4o")
+    )
     (status,) = key_status(chain, [MESSAGE.mailbox])
     assert status.skipped_reasoning_models == ("o3-mini",) and "o3-mini" in status.reason
 
@@ -143,7 +149,9 @@ def test_rate_limits_are_waited_out_as_retry_after_says(server: OpenAICompatible
 def test_a_token_budget_stops_extraction_loudly(server: OpenAICompatibleServer) -> None:
     from atom_pipelines.extraction.budget import BudgetExceeded
 
-    messages = [MessageText(**{**MESSAGE.__dict__, "message_id": f"m-{n}", "body": f"{MESSAGE.body} #{n}"}) for n in range(5)]
+    messages = [
+        MessageText(**{**MESSAGE.__dict__, "message_id": f"m-{n}", "body": f"{MESSAGE.body} #{n}"}) for n in range(5)
+    ]
     # Each call reserves its prompt estimate plus the whole output allowance (~1,500), and settles at what it
     # really used (~350): two calls fit in 2,000 tokens, the third would not.
     tight = extractor(server, max_concurrency=1, budget_tokens_per_run=2_000, max_output_tokens=1_000)
@@ -207,12 +215,15 @@ def test_fallback_to_the_heuristic_is_visible_in_rows_and_metadata(
     server: OpenAICompatibleServer, instance: DagsterInstance, sqlite_database_url: str, export: Path
 ) -> None:
     server.set_default(Behaviour("null"), model="gpt-4o-mini")
-    run_resources = resources(export, sqlite_database_url, extractor=extractor(server, chain="openai:gpt-4o-mini,heuristic"))
+    run_resources = resources(
+        export, sqlite_database_url, extractor=extractor(server, chain="openai:gpt-4o-mini,heuristic")
+    )
     result = materialize_days(instance, run_resources, MAILBOX, DAY)
 
     assert {e["provider"] for e in table(sqlite_database_url, schema.entities)} == {"heuristic"}
     meta = next(
-        e.materialization.metadata for e in result.get_asset_materialization_events()
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
         if e.asset_key == AssetKey("email_entities")
     )
     assert meta["share_by_provider"].value == {"heuristic": 1.0}
@@ -232,7 +243,9 @@ def test_when_every_provider_fails_the_partition_fails_naming_the_messages(
     failures = check_metadata(result, "extraction_succeeded")["failures"]
     (partition,) = failures.values()
     assert len(partition["failed_messages"]) == 5
-    assert all("gpt-4o-mini: no_content" in r and "gpt-4o: no_content" in r for r in partition["failed_messages"].values())
+    assert all(
+        "gpt-4o-mini: no_content" in r and "gpt-4o: no_content" in r for r in partition["failed_messages"].values()
+    )
     assert instance.get_materialized_partitions(AssetKey("entity_links")) == set()
 
 
@@ -244,7 +257,8 @@ def test_tokens_and_cost_are_recorded_per_call_and_summed(
     outcomes = table(sqlite_database_url, schema.extraction_outcomes)
     assert sum(o["prompt_tokens"] for o in outcomes) == server.prompt_tokens > 0
     meta = next(
-        e.materialization.metadata for e in result.get_asset_materialization_events()
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
         if e.asset_key == AssetKey("email_entities")
     )
     assert meta["prompt_tokens"].value == server.prompt_tokens
@@ -257,17 +271,23 @@ def test_tokens_and_cost_are_recorded_per_call_and_summed(
 # -- bring your own key ---------------------------------------------------------------------------------
 
 
-def test_key_status_missing_rejected_and_accepted(server: OpenAICompatibleServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_status_missing_rejected_and_accepted(
+    server: OpenAICompatibleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GOOD_KEY", KEY)
     monkeypatch.setenv("BAD_KEY", "sk-revoked-0123456789")
     monkeypatch.delenv("MISSING_KEY", raising=False)
     chain = extractor(server, tenant_keys="enron.com=GOOD_KEY,kay.mann@enron.com=BAD_KEY,example.org=MISSING_KEY")
 
-    statuses = {s.mailbox: s for s in key_status(chain, ["sally.beck@enron.com", "kay.mann@enron.com", "a@example.org"])}
+    statuses = {
+        s.mailbox: s for s in key_status(chain, ["sally.beck@enron.com", "kay.mann@enron.com", "a@example.org"])
+    }
 
     assert statuses["sally.beck@enron.com"].accepted is True and statuses["sally.beck@enron.com"].key_env == "GOOD_KEY"
     assert statuses["kay.mann@enron.com"].accepted is False and "401" in statuses["kay.mann@enron.com"].reason
-    assert statuses["a@example.org"].configured is False and "$MISSING_KEY is not set" in statuses["a@example.org"].reason
+    assert (
+        statuses["a@example.org"].configured is False and "$MISSING_KEY is not set" in statuses["a@example.org"].reason
+    )
     assert all("sk-revoked-0123456789" not in s.reason for s in statuses.values())
 
 
@@ -286,12 +306,17 @@ def test_one_tenants_key_never_extracts_another_tenants_mail(
 
 
 def test_the_key_status_asset_turns_its_check_red_for_a_rejected_key(
-    server: OpenAICompatibleServer, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    server: OpenAICompatibleServer,
+    instance: DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-revoked-0123456789")
     instance.add_dynamic_partitions("mailbox", [MAILBOX])
     with caplog.at_level(logging.DEBUG):
-        result = materialize([llm_key_status], instance=instance, resources={"extractor": extractor(server)}, raise_on_error=False)
+        result = materialize(
+            [llm_key_status], instance=instance, resources={"extractor": extractor(server)}, raise_on_error=False
+        )
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed is False and MAILBOX in evaluation.metadata["unusable"].value
     logs = caplog.text + str(result.get_asset_materialization_events()[0].materialization.metadata)

@@ -40,7 +40,10 @@ USER = (
     "Participants:\n- from: Sheila Tweed <sheila.tweed@enron.com>\n\nSubject: Turbine contract\n\nBody:\n"
     "Kay, Ben Jacoby agreed to pay $5 million for the turbine.\nWrite to kay.mann@enron.com with questions."
 )
-STRICT = {"type": "json_schema", "json_schema": {"name": "extraction_answer", "strict": True, "schema": response_json_schema()}}
+STRICT = {
+    "type": "json_schema",
+    "json_schema": {"name": "extraction_answer", "strict": True, "schema": response_json_schema()},
+}
 ANSWER = {
     "entities": [
         {"name": "Ben Jacoby", "type": "person", "email": None, "evidence": "Ben Jacoby agreed to pay $5 million"},
@@ -86,15 +89,22 @@ def test_the_deterministic_model_answers_from_the_message_in_the_real_wire_forma
     server: OpenAICompatibleServer, client: openai.OpenAI
 ) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
-        response_format=STRICT, temperature=0,
+        model=MODEL,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}],
+        response_format=STRICT,
+        temperature=0,
     )
     assert raw.headers["x-request-id"].startswith("req_")
     completion = raw.parse()
     assert completion.id.startswith("chatcmpl-") and completion.object == "chat.completion"
     assert completion.model == MODEL and completion.created > 0
     (choice,) = completion.choices
-    assert (choice.index, choice.finish_reason, choice.message.role, choice.message.refusal) == (0, "stop", "assistant", None)
+    assert (choice.index, choice.finish_reason, choice.message.role, choice.message.refusal) == (
+        0,
+        "stop",
+        "assistant",
+        None,
+    )
 
     answer = ExtractionAnswer.model_validate_json(choice.message.content)
     found = {(e.name, e.type, e.email) for e in answer.entities}
@@ -118,13 +128,17 @@ def test_the_deterministic_model_answers_from_the_message_in_the_real_wire_forma
 
 def test_a_message_with_nothing_to_find_gets_two_empty_lists(client: openai.OpenAI) -> None:
     completion = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Subject: lunch?\n\nBody:\nsee you at noon"}], response_format=STRICT
+        model=MODEL,
+        messages=[{"role": "user", "content": "Subject: lunch?\n\nBody:\nsee you at noon"}],
+        response_format=STRICT,
     )
     assert json.loads(completion.choices[0].message.content) == {"entities": [], "relations": []}
     assert deterministic_answer("") == {"entities": [], "relations": []}
 
 
-def test_valid_returns_the_given_answer_and_reports_scripted_usage(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_valid_returns_the_given_answer_and_reports_scripted_usage(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     server.script([Behaviour("valid", answer=ANSWER, reasoning_tokens=7, cached_tokens=5)], model=MODEL)
     completion = ask(client)
     assert json.loads(completion.choices[0].message.content) == ANSWER
@@ -150,9 +164,20 @@ def _not_json(content: str) -> bool:
 @pytest.mark.parametrize(
     ("kind", "finish_reason", "check"),
     [
-        ("fenced", "stop", lambda c: c.startswith("```json\n") and c.endswith("\n```") and json.loads(c[8:-4]) == ANSWER),
-        ("prose", "stop", lambda c: c.startswith("Here is the output in JSON format:\n")
-         and json.loads(c.splitlines()[1]) == ANSWER and _not_json(c)),
+        (
+            "fenced",
+            "stop",
+            lambda c: c.startswith("```json\n") and c.endswith("\n```") and json.loads(c[8:-4]) == ANSWER,
+        ),
+        (
+            "prose",
+            "stop",
+            lambda c: (
+                c.startswith("Here is the output in JSON format:\n")
+                and json.loads(c.splitlines()[1]) == ANSWER
+                and _not_json(c)
+            ),
+        ),
         ("trailing_comma", "stop", lambda c: _not_json(c) and json_repair.loads(c) == ANSWER),
         ("empty", "stop", lambda c: c == ""),
         ("null", "stop", lambda c: c is None),
@@ -163,7 +188,9 @@ def _not_json(content: str) -> bool:
         ("invalid_schema", "stop", lambda c: "type" not in json.loads(c)["entities"][0]),
     ],
 )
-def test_content_behaviours(server: OpenAICompatibleServer, client: openai.OpenAI, kind: str, finish_reason: str, check) -> None:
+def test_content_behaviours(
+    server: OpenAICompatibleServer, client: openai.OpenAI, kind: str, finish_reason: str, check
+) -> None:
     server.script([Behaviour(kind, answer=ANSWER)], model=MODEL)
     choice = ask(client).choices[0]
     assert choice.finish_reason == finish_reason
@@ -171,7 +198,9 @@ def test_content_behaviours(server: OpenAICompatibleServer, client: openai.OpenA
     assert check(choice.message.content), repr(choice.message.content)
 
 
-def test_invalid_schema_is_json_that_the_answer_model_rejects(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_invalid_schema_is_json_that_the_answer_model_rejects(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     server.script(["invalid_schema"])
     content = ask(client).choices[0].message.content
     assert isinstance(json.loads(content), dict)
@@ -185,7 +214,9 @@ def test_refusal(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
     assert (choice.message.content, choice.message.refusal, choice.finish_reason) == (None, REFUSAL, "stop")
 
 
-def test_structured_outputs_through_parse_with_the_pydantic_model(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_structured_outputs_through_parse_with_the_pydantic_model(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USER}]
     parsed = client.chat.completions.parse(model=MODEL, messages=messages, response_format=ExtractionAnswer)
     answer = parsed.choices[0].message.parsed
@@ -223,7 +254,9 @@ def test_an_output_allowance_cuts_the_answer_with_finish_reason_length(client: o
 # -- errors, as the real service answers them -----------------------------------------------------------
 
 
-def test_rate_limited_without_retries_raises_rate_limit_error(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_rate_limited_without_retries_raises_rate_limit_error(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     server.script([Behaviour("rate_limited", retry_after=2)], model=MODEL)
     with pytest.raises(openai.RateLimitError) as raised:
         ask(client)
@@ -241,7 +274,10 @@ def test_rate_limited_without_retries_raises_rate_limit_error(server: OpenAIComp
 
 def test_the_client_waits_out_retry_after_and_then_succeeds(server: OpenAICompatibleServer) -> None:
     # Retry-After: 1 alone (no retry-after-ms): the client must read the standard header.
-    server.script([Behaviour("rate_limited", retry_after=1, send_retry_after_ms=False), Behaviour("valid", answer=ANSWER)], model=MODEL)
+    server.script(
+        [Behaviour("rate_limited", retry_after=1, send_retry_after_ms=False), Behaviour("valid", answer=ANSWER)],
+        model=MODEL,
+    )
     retrying = openai.OpenAI(base_url=server.base_url, api_key=KEY, max_retries=2, timeout=10)
     started = time.monotonic()
     completion = ask(retrying)
@@ -257,7 +293,9 @@ def test_the_client_waits_out_retry_after_and_then_succeeds(server: OpenAICompat
     assert server.requests_for(MODEL) == 4
 
 
-def test_server_error_raises_internal_server_error_and_is_retried(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_server_error_raises_internal_server_error_and_is_retried(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     server.script(["server_error"])
     with pytest.raises(openai.InternalServerError) as raised:
         ask(client)
@@ -303,11 +341,16 @@ def test_keys_can_be_accepted_and_revoked(server: OpenAICompatibleServer) -> Non
         rotated.models.list()
 
 
-def test_strict_schemas_are_checked_as_openai_checks_them(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_strict_schemas_are_checked_as_openai_checks_them(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     loose = json.loads(json.dumps(response_json_schema()))
     del loose["$defs"]["ExtractedEntity"]["additionalProperties"]
     with pytest.raises(openai.BadRequestError) as raised:
-        ask(client, response_format={"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": loose}})
+        ask(
+            client,
+            response_format={"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": loose}},
+        )
     assert raised.value.body["message"] == (
         "Invalid schema for response_format 'answer': In context=('$defs', 'ExtractedEntity'), "
         "'additionalProperties' is required to be supplied and to be false."
@@ -317,11 +360,23 @@ def test_strict_schemas_are_checked_as_openai_checks_them(server: OpenAICompatib
     optional = json.loads(json.dumps(response_json_schema()))
     optional["$defs"]["ExtractedEntity"]["required"].remove("email")
     with pytest.raises(openai.BadRequestError, match=r"including every key in properties\. Missing 'email'"):
-        ask(client, response_format={"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": optional}})
+        ask(
+            client,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "strict": True, "schema": optional},
+            },
+        )
     # Not strict: OpenAI accepts any schema (and does not promise to follow it).
     ask(client, response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": optional}})
     with pytest.raises(openai.BadRequestError, match="string does not match pattern"):
-        ask(client, response_format={"type": "json_schema", "json_schema": {"name": "an answer", "strict": True, "schema": loose}})
+        ask(
+            client,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "an answer", "strict": True, "schema": loose},
+            },
+        )
 
 
 def test_json_mode_needs_the_word_json_in_the_messages(client: openai.OpenAI) -> None:
@@ -347,7 +402,9 @@ def test_unknown_models_are_404_when_the_server_says_so() -> None:
 def test_a_body_that_is_not_json_gets_openais_400() -> None:
     with OpenAICompatibleServer(accepted_keys={KEY}) as server:
         request = urllib.request.Request(
-            f"{server.base_url}/chat/completions", data=b"{not json", method="POST",
+            f"{server.base_url}/chat/completions",
+            data=b"{not json",
+            method="POST",
             headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
         )
         with pytest.raises(urllib.error.HTTPError) as raised:
@@ -376,7 +433,9 @@ def test_unknown_behaviours_fail_when_scripted_not_when_served() -> None:
 # -- scripting ------------------------------------------------------------------------------------------
 
 
-def test_scripts_are_consumed_per_model_then_for_any_model_then_defaults(server: OpenAICompatibleServer, client: openai.OpenAI) -> None:
+def test_scripts_are_consumed_per_model_then_for_any_model_then_defaults(
+    server: OpenAICompatibleServer, client: openai.OpenAI
+) -> None:
     server.script(["null", "empty"], model="gpt-4o")
     server.script(["not_json"])
     server.set_default("refusal", model="gpt-4o")
@@ -410,9 +469,16 @@ def test_a_requests_per_minute_limit_answers_429_with_a_correct_retry_after() ->
     with OpenAICompatibleServer(accepted_keys={KEY}, requests_per_minute=2, latency_ms=50) as server:
         client = server.client(api_key=KEY)
         server.script(["null"])
-        first = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
-        assert first.headers["x-ratelimit-limit-requests"] == "2" and first.headers["x-ratelimit-remaining-requests"] == "1"
-        second = client.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+        first = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert (
+            first.headers["x-ratelimit-limit-requests"] == "2"
+            and first.headers["x-ratelimit-remaining-requests"] == "1"
+        )
+        second = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}]
+        )
         assert second.headers["x-ratelimit-remaining-requests"] == "0"
         server.script(["empty"])
         started = time.monotonic()

@@ -48,7 +48,9 @@ def table_rows(database_url: str, table: sa.Table) -> list[tuple]:
             rows = conn.execute(sa.select(table)).all()
     finally:
         engine.dispose()
-    return sorted(tuple(json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v for v in row) for row in rows)
+    return sorted(
+        tuple(json.dumps(v, sort_keys=True) if isinstance(v, list | dict) else v for v in row) for row in rows
+    )
 
 
 def received_days(records: list[dict]) -> dict[dt.date, int]:
@@ -132,9 +134,13 @@ def test_materializing_twice_leaves_the_same_rows(
 ) -> None:
     run_resources = resources(hyatt_export, database_url)
     materialize_days(instance, run_resources, MAILBOX, "2001-11-01", "2001-11-30")
-    first = {t.name: table_rows(database_url, t) for t in schema.PARTITIONED_TABLES if t is not schema.extraction_outcomes}
+    first = {
+        t.name: table_rows(database_url, t) for t in schema.PARTITIONED_TABLES if t is not schema.extraction_outcomes
+    }
     materialize_days(instance, run_resources, MAILBOX, "2001-11-01", "2001-11-30")
-    second = {t.name: table_rows(database_url, t) for t in schema.PARTITIONED_TABLES if t is not schema.extraction_outcomes}
+    second = {
+        t.name: table_rows(database_url, t) for t in schema.PARTITIONED_TABLES if t is not schema.extraction_outcomes
+    }
 
     assert first["messages"], "the window holds mail"
     assert first == second

@@ -123,9 +123,12 @@ def main() -> int:
     rows, origin = corpus_entity_rows(args.rows) if CORPUS_DIR.is_dir() else synthetic_entity_rows(args.rows)
     windows = windows_of(rows)
     avg_bytes = sum(len(str(v)) for row in rows for v in row.values()) / len(rows)
-    print(f"{len(rows):,} rows of `{TABLE.name}`: {origin}; {len(windows)} mailboxes, "
-          f"{sum(len(w.days) for w in windows)} partitions, ~{avg_bytes:.0f} characters of values per row "
-          f"(prepared in {time.perf_counter() - started:.1f} s)", flush=True)
+    print(
+        f"{len(rows):,} rows of `{TABLE.name}`: {origin}; {len(windows)} mailboxes, "
+        f"{sum(len(w.days) for w in windows)} partitions, ~{avg_bytes:.0f} characters of values per row "
+        f"(prepared in {time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
 
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     name = f"atom_bench_{uuid.uuid4().hex[:12]}"
@@ -184,8 +187,11 @@ def main() -> int:
                     stored = conn.execute(sa.select(sa.func.count()).select_from(TABLE)).scalar_one()
                 if stored != len(rows):
                     raise SystemExit(f"{label}: {stored} rows stored, expected {len(rows)}")
-            print(f"  round {attempt + 1}/{args.repeat}: "
-                  + ", ".join(f"{label.split(':')[0]} {best[label]:.2f} s" for label in methods), flush=True)
+            print(
+                f"  round {attempt + 1}/{args.repeat}: "
+                + ", ".join(f"{label.split(':')[0]} {best[label]:.2f} s" for label in methods),
+                flush=True,
+            )
     finally:
         dispose_engine(url)
         with admin.connect() as conn:
@@ -196,9 +202,11 @@ def main() -> int:
     bulk_s = best[bulk_label]
     slowest_ratio = min(best[label] / bulk_s for label in methods if label != bulk_label)
     print()
-    print(f"PostgreSQL {server}, SQLAlchemy {sa.__version__}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} cores; best of {args.repeat}; each write deletes the partitions' rows and inserts "
-          f"{len(rows):,} rows in one transaction")
+    print(
+        f"PostgreSQL {server}, SQLAlchemy {sa.__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores; best of {args.repeat}; each write deletes the partitions' rows and inserts "
+        f"{len(rows):,} rows in one transaction"
+    )
     for label in methods:
         seconds = best[label]
         ratio = "" if label == bulk_label else f"   bulk is x{seconds / bulk_s:.1f} faster"
@@ -206,7 +214,11 @@ def main() -> int:
     verdict = "meets" if slowest_ratio >= 10 else "MISSES"
     print(f"headline: bulk vs the fastest row-by-row way: x{slowest_ratio:.1f} ({verdict} the >= 10x target)")
     print()
-    print("| write of 20k entity rows (PostgreSQL) | seconds | rows/s | bulk speed-up |".replace("20k", f"{len(rows) // 1000}k"))
+    print(
+        "| write of 20k entity rows (PostgreSQL) | seconds | rows/s | bulk speed-up |".replace(
+            "20k", f"{len(rows) // 1000}k"
+        )
+    )
     print("|---|---|---|---|")
     for label in methods:
         seconds = best[label]

@@ -38,8 +38,12 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     print(f"corpus: {corpus} ({len(messages)} messages)")
     print(f"raw body chars:            {raw:>10,}")
-    print(f"after normalization:       {normalized:>10,}  ({1 - normalized / raw:.1%} removed: whitespace, HTML, QP leftovers)")
-    print(f"read by extraction:        {extraction:>10,}  ({1 - extraction / raw:.1%} of raw removed, {1 - extraction / normalized:.1%} of normalized)")
+    print(
+        f"after normalization:       {normalized:>10,}  ({1 - normalized / raw:.1%} removed: whitespace, HTML, QP leftovers)"
+    )
+    print(
+        f"read by extraction:        {extraction:>10,}  ({1 - extraction / raw:.1%} of raw removed, {1 - extraction / normalized:.1%} of normalized)"
+    )
     print(f"quoted history separated:  {quoted:>10,}")
     print(f"signatures separated:      {signature:>10,}")
     print(f"text basis:                {dict(basis)}")

@@ -162,9 +162,7 @@ def run_chain(
                 "dagster/asset_partition_range_end": partition_key(mailbox, last),
             }
         }
-    return materialize(
-        CHAIN, instance=instance, resources=resources, raise_on_error=False, run_config=QUIET, **extra
-    )
+    return materialize(CHAIN, instance=instance, resources=resources, raise_on_error=False, run_config=QUIET, **extra)
 
 
 def verify_run(result: ExecuteInProcessResult, what: str, days: int, tally: Counter) -> list[str]:
@@ -188,9 +186,7 @@ def verify_run(result: ExecuteInProcessResult, what: str, days: int, tally: Coun
             f"{what}: check {evaluation.check_name} FAILED ({evaluation.severity.value}): "
             f"{evaluation.description} {json.dumps(meta.get('failures'), default=str)[:400]}"
         )
-    per_asset = Counter(
-        e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key
-    )
+    per_asset = Counter(e.asset_key.to_user_string() for e in result.get_asset_materialization_events() if e.asset_key)
     for asset_name in STAGES[:3]:
         tally[f"materialized_{asset_name}"] += per_asset[asset_name]
         if per_asset[asset_name] != days and result.success:
@@ -274,8 +270,11 @@ def backfill_corpus(label: str, url: str) -> dict[str, Any]:
     problems: list[str] = []
     run_ids: list[str] = []
     run_wall = 0.0
-    print(f"[{label}] {messages} messages, {len(spans)} mailboxes, {expected_partitions} partitions, "
-          f"{len(plan)} runs of <= {size} days + entity_graph", flush=True)
+    print(
+        f"[{label}] {messages} messages, {len(spans)} mailboxes, {expected_partitions} partitions, "
+        f"{len(plan)} runs of <= {size} days + entity_graph",
+        flush=True,
+    )
 
     with dagster_instance() as instance, tempfile.TemporaryDirectory() as exports:
         os.environ["ATOM_GRAPH_EXPORT_DIR"] = exports
@@ -290,15 +289,20 @@ def backfill_corpus(label: str, url: str) -> dict[str, Any]:
             tally["partitions"] += (last - first).days + 1
             problems += verify_run(result, f"run {number} {mailbox} {first}..{last}", (last - first).days + 1, tally)
         run_started = time.perf_counter()
-        graph = materialize([entity_graph], instance=instance, resources=resources, raise_on_error=False,
-                            run_config=QUIET)
+        graph = materialize(
+            [entity_graph], instance=instance, resources=resources, raise_on_error=False, run_config=QUIET
+        )
         run_wall += time.perf_counter() - run_started
         wall = time.perf_counter() - started
         peak = peak_rss_mb()
         run_ids.append(graph.run_id)
         if not graph.success:
             problems.append("entity_graph run failed")
-        graph_meta = {k: v.value for k, v in graph.get_asset_materialization_events()[0].materialization.metadata.items()} if graph.success else {}
+        graph_meta = (
+            {k: v.value for k, v in graph.get_asset_materialization_events()[0].materialization.metadata.items()}
+            if graph.success
+            else {}
+        )
 
         stage_s: dict[str, float] = defaultdict(float)
         for run_id in run_ids:
@@ -308,7 +312,9 @@ def backfill_corpus(label: str, url: str) -> dict[str, Any]:
         stored_partitions = {a: len(instance.get_materialized_partitions(AssetKey(a))) for a in STAGES[:3]}
         for asset_name, count in stored_partitions.items():
             if count != expected_partitions:
-                problems.append(f"the instance records {count} materialized {asset_name} partitions of {expected_partitions}")
+                problems.append(
+                    f"the instance records {count} materialized {asset_name} partitions of {expected_partitions}"
+                )
 
     counts = table_counts(url)
     if counts["messages"] != messages:
@@ -378,7 +384,9 @@ def baseline(url: str) -> dict[str, Any]:
         # Both modes then replace rows that exist (the store already holds this mailbox after the corpus run).
         started = time.perf_counter()
         for day in days:
-            problems += verify_run(run_chain(instance, resources, BASELINE_MAILBOX, day, day), f"baseline {day}", 1, tally)
+            problems += verify_run(
+                run_chain(instance, resources, BASELINE_MAILBOX, day, day), f"baseline {day}", 1, tally
+            )
         per_partition = time.perf_counter() - started
         started = time.perf_counter()
         for a, b in batches:
@@ -463,26 +471,36 @@ def print_store(r: dict[str, Any]) -> None:
     for stage in STAGES:
         seconds = r["stage_s"].get(stage)
         print(f"  {stage:<17} {seconds or 0:8.2f} s  {rate(r['messages'], seconds):>8} msg/s")
-    print(f"  {'dagster overhead':<17} {r['run_wall_s'] - steps:8.2f} s  "
-          f"({(r['run_wall_s'] - steps) / r['runs']:.3f} s/run over {r['runs']} runs)")
-    print(f"  wall {r['wall_s']:.2f} s, end to end {r['messages'] / r['wall_s']:.1f} msg/s "
-          f"(target >= 50), peak RSS {r['peak_rss_mb']:.0f} MB")
-    print(f"  runs {r['runs']} ({r['chain_runs']} chain runs of <= {r['chunk']} days + 1 entity_graph); partitions "
-          f"{r['partitions']} ({r['counts']['partitions_with_mail']} with mail); materialized per asset "
-          f"{r['materialized']} (instance records {r['materialized_in_instance']})")
-    print(f"  checks: {r['checks_passed']}/{r['check_evaluations']} evaluations passed, {r['checks_failed']} failed; "
-          f"rows: {r['counts']}; graph {r['graph']}")
+    print(
+        f"  {'dagster overhead':<17} {r['run_wall_s'] - steps:8.2f} s  "
+        f"({(r['run_wall_s'] - steps) / r['runs']:.3f} s/run over {r['runs']} runs)"
+    )
+    print(
+        f"  wall {r['wall_s']:.2f} s, end to end {r['messages'] / r['wall_s']:.1f} msg/s "
+        f"(target >= 50), peak RSS {r['peak_rss_mb']:.0f} MB"
+    )
+    print(
+        f"  runs {r['runs']} ({r['chain_runs']} chain runs of <= {r['chunk']} days + 1 entity_graph); partitions "
+        f"{r['partitions']} ({r['counts']['partitions_with_mail']} with mail); materialized per asset "
+        f"{r['materialized']} (instance records {r['materialized_in_instance']})"
+    )
+    print(
+        f"  checks: {r['checks_passed']}/{r['check_evaluations']} evaluations passed, {r['checks_failed']} failed; "
+        f"rows: {r['counts']}; graph {r['graph']}"
+    )
     for problem in r["problems"][:20]:
         print(f"  PROBLEM: {problem}")
     sys.stdout.flush()
 
 
 def print_baseline(store: str, b: dict[str, Any]) -> None:
-    print(f"[{store}] baseline {b['mailbox']} ({b['messages']} messages, {b['days']} days): "
-          f"one run per partition {b['per_partition_s']:.1f} s ({b['per_partition_runs']} runs, "
-          f"{b['per_partition_s'] / b['per_partition_runs']:.3f} s/run, {b['messages'] / b['per_partition_s']:.1f} msg/s); "
-          f"batched {b['batched_s']:.1f} s ({b['batched_runs']} runs, {b['messages'] / b['batched_s']:.1f} msg/s); "
-          f"speed-up x{b['speedup']:.1f}; {b['checks_failed']} of {b['check_evaluations']} check evaluations failed")
+    print(
+        f"[{store}] baseline {b['mailbox']} ({b['messages']} messages, {b['days']} days): "
+        f"one run per partition {b['per_partition_s']:.1f} s ({b['per_partition_runs']} runs, "
+        f"{b['per_partition_s'] / b['per_partition_runs']:.3f} s/run, {b['messages'] / b['per_partition_s']:.1f} msg/s); "
+        f"batched {b['batched_s']:.1f} s ({b['batched_runs']} runs, {b['messages'] / b['batched_s']:.1f} msg/s); "
+        f"speed-up x{b['speedup']:.1f}; {b['checks_failed']} of {b['check_evaluations']} check evaluations failed"
+    )
     for problem in b["problems"][:20]:
         print(f"  PROBLEM: {problem}")
     sys.stdout.flush()
@@ -490,12 +508,19 @@ def print_baseline(store: str, b: dict[str, Any]) -> None:
 
 def machine() -> str:
     model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "?",
     )
     mem_kb = next(
-        (int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")),
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
         0,
     )
     return f"{os.cpu_count()} cores ({model}), {mem_kb / 1024 / 1024:.1f} GiB RAM, Python {platform.python_version()}"
@@ -506,18 +531,36 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(f"Machine: {machine()}. ATOM_MAX_PARTITIONS_PER_RUN={config.max_partitions_per_run()}.")
     print("Stage msg/s from STEP_START -> STEP_SUCCESS event timestamps; end-to-end over the whole backfill.")
     print()
-    header = ["store", "Dagster instance", "runs", "partitions", "messages", *(f"{s} msg/s" for s in STAGES),
-              "wall s", "end-to-end msg/s", "peak RSS MB", "checks passed", "1 run/partition -> batched"]
+    header = [
+        "store",
+        "Dagster instance",
+        "runs",
+        "partitions",
+        "messages",
+        *(f"{s} msg/s" for s in STAGES),
+        "wall s",
+        "end-to-end msg/s",
+        "peak RSS MB",
+        "checks passed",
+        "1 run/partition -> batched",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in results:
         b = r.get("baseline")
-        speed = (f"x{b['speedup']:.1f} ({b['per_partition_s']:.0f} s -> {b['batched_s']:.0f} s)" if b else "-")
+        speed = f"x{b['speedup']:.1f} ({b['per_partition_s']:.0f} s -> {b['batched_s']:.0f} s)" if b else "-"
         cells = [
-            r["store"], r["dagster"].removeprefix("Dagster instance: "), r["runs"], r["partitions"], r["messages"],
+            r["store"],
+            r["dagster"].removeprefix("Dagster instance: "),
+            r["runs"],
+            r["partitions"],
+            r["messages"],
             *(rate(r["messages"], r["stage_s"].get(s)) for s in STAGES),
-            f"{r['wall_s']:.1f}", f"{r['messages'] / r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}",
-            f"{r['checks_passed']}/{r['check_evaluations']}", speed,
+            f"{r['wall_s']:.1f}",
+            f"{r['messages'] / r['wall_s']:.1f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['checks_passed']}/{r['check_evaluations']}",
+            speed,
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
@@ -528,10 +571,17 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--instance", choices=["sqlite", "postgres", "memory"], default="sqlite",
-                        help="Dagster instance storage (default: instance_for_test, SQLite in a temp dir)")
-    parser.add_argument("--dagster-batching", action="store_true",
-                        help="set DAGSTER_EVENT_BATCH_SIZE=1000 and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1")
+    parser.add_argument(
+        "--instance",
+        choices=["sqlite", "postgres", "memory"],
+        default="sqlite",
+        help="Dagster instance storage (default: instance_for_test, SQLite in a temp dir)",
+    )
+    parser.add_argument(
+        "--dagster-batching",
+        action="store_true",
+        help="set DAGSTER_EVENT_BATCH_SIZE=1000 and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-run-per-partition baseline")
     parser.add_argument("--result-file", help=argparse.SUPPRESS)  # child mode: write the result as JSON here
     args = parser.parse_args()
@@ -546,8 +596,7 @@ def main() -> int:
         results = []
         for db in ("sqlite", "postgres"):
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                command = [sys.executable, __file__, "--db", db, "--instance", args.instance,
-                           "--result-file", out.name]
+                command = [sys.executable, __file__, "--db", db, "--instance", args.instance, "--result-file", out.name]
                 if args.dagster_batching:
                     command.append("--dagster-batching")
                 if args.no_baseline:

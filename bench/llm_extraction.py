@@ -56,8 +56,12 @@ def corpus_texts() -> tuple[list[MessageText], list[MessageText]]:
             message_id=message.id,
             subject=message.subject or "",
             sender=Participant(sender.name or "", sender.address or "") if sender else None,
-            to=tuple(Participant(r.email_address.name or "", r.email_address.address or "") for r in message.to_recipients),
-            cc=tuple(Participant(r.email_address.name or "", r.email_address.address or "") for r in message.cc_recipients),
+            to=tuple(
+                Participant(r.email_address.name or "", r.email_address.address or "") for r in message.to_recipients
+            ),
+            cc=tuple(
+                Participant(r.email_address.name or "", r.email_address.address or "") for r in message.cc_recipients
+            ),
             new_text=parts.new_text,
             signature=parts.signature,
         )
@@ -83,8 +87,13 @@ def throughput(messages: list[MessageText], latency_ms: int, rpm: int, concurren
         results = extractor.extract_all(messages)
         elapsed = time.perf_counter() - started
         failed = sum(not r.succeeded for r in results)
-        return {"rate": len(messages) / elapsed, "seconds": elapsed, "requests": server.requests,
-                "rate_limited": server.rate_limited, "failed": failed}
+        return {
+            "rate": len(messages) / elapsed,
+            "seconds": elapsed,
+            "requests": server.requests,
+            "rate_limited": server.rate_limited,
+            "failed": failed,
+        }
 
 
 def rerun_calls(messages: list[MessageText]) -> tuple[int, int]:
@@ -92,7 +101,9 @@ def rerun_calls(messages: list[MessageText]) -> tuple[int, int]:
         os.environ["ATOM_BENCH_KEY"] = KEY
         store = MailStore(database_url=f"sqlite:///{tmp}/cache.sqlite")
         cache = ExtractionCache(get=store.cache_get, put=store.cache_put)
-        extractor = EntityExtractor(chain="openai:gpt-4o-mini", openai_base_url=server.base_url, key_env="ATOM_BENCH_KEY")
+        extractor = EntityExtractor(
+            chain="openai:gpt-4o-mini", openai_base_url=server.base_url, key_env="ATOM_BENCH_KEY"
+        )
         extractor.extract_all(messages, cache=cache)
         first = server.requests
         extractor.extract_all(messages, cache=cache)
@@ -114,21 +125,29 @@ def main() -> None:
     paid = sum(prompt_tokens(prompt_for(m)) for m in unique.values())
     body_sent = sum(count_tokens(m.body) for m in cleaned)
     body_full = sum(count_tokens(m.body) for m in naive)
-    print(f"prompt tokens on the corpus ({len(cleaned)} messages, cl100k_base, system prompt {system_prompt_tokens()} each):")
+    print(
+        f"prompt tokens on the corpus ({len(cleaned)} messages, cl100k_base, system prompt {system_prompt_tokens()} each):"
+    )
     print(f"  full body as Graph sends it: {full:,} ({full / len(naive):.0f}/message)")
     print(f"  cleaned text:                {sent:,} ({sent / len(cleaned):.0f}/message), {1 - sent / full:.1%} fewer")
-    print(f"  cleaned, copies served by the cache ({len(cleaned) - len(unique)} copies): {paid:,}, {1 - paid / full:.1%} fewer")
+    print(
+        f"  cleaned, copies served by the cache ({len(cleaned) - len(unique)} copies): {paid:,}, {1 - paid / full:.1%} fewer"
+    )
     print(f"  the message text alone: {body_full:,} -> {body_sent:,}, {1 - body_sent / body_full:.1%} fewer")
 
     sample = cleaned[: args.messages]
     bound = min(args.rpm / 60, args.concurrency / (args.latency_ms / 1000))
-    print(f"throughput: {len(sample)} messages, latency {args.latency_ms} ms, limit {args.rpm} RPM, "
-          f"concurrency {args.concurrency}: bound min(RPM/60, concurrency/latency) = {bound:.2f} msg/s")
+    print(
+        f"throughput: {len(sample)} messages, latency {args.latency_ms} ms, limit {args.rpm} RPM, "
+        f"concurrency {args.concurrency}: bound min(RPM/60, concurrency/latency) = {bound:.2f} msg/s"
+    )
     for pace in (True, False):
         r = throughput(sample, args.latency_ms, args.rpm, args.concurrency, pace)
-        print(f"  pacing {'on ' if pace else 'off'}: {r['rate']:.2f} msg/s ({r['rate'] / bound:.0%} of bound) in "
-              f"{r['seconds']:.1f} s; {r['requests']} requests, {r['rate_limited']} answered 429 "
-              f"({r['rate_limited'] / r['requests']:.1%}); {r['failed']} failed")
+        print(
+            f"  pacing {'on ' if pace else 'off'}: {r['rate']:.2f} msg/s ({r['rate'] / bound:.0%} of bound) in "
+            f"{r['seconds']:.1f} s; {r['requests']} requests, {r['rate_limited']} answered 429 "
+            f"({r['rate_limited'] / r['requests']:.1%}); {r['failed']} failed"
+        )
     first, again = rerun_calls(cleaned[:200])
     print(f"re-run through the cache: {first} calls the first time, {again} the second")
 

@@ -32,13 +32,24 @@ from atom_pipelines import config  # noqa: E402
 from atom_pipelines.partitions import MAILBOX_DIMENSION  # noqa: E402
 
 SUMMARY = [
-    ("asset bodies (the three partitioned assets)", lambda f, name: f.endswith("atom_pipelines/assets.py")
-     and name in ("outlook_messages", "email_entities", "entity_links")),
-    ("Dagster create_run (incl. 'planned' events)", lambda f, name: f.endswith("runs/run_domain.py") and name == "create_run"),
-    ("Dagster ASSET_MATERIALIZATION events", lambda f, name: f.endswith("dagster/_core/events/__init__.py")
-     and name == "asset_materialization"),
-    ("Dagster event writes, all (handle_new_event)", lambda f, name: f.endswith("methods/event_methods.py")
-     and name == "handle_new_event"),
+    (
+        "asset bodies (the three partitioned assets)",
+        lambda f, name: (
+            f.endswith("atom_pipelines/assets.py") and name in ("outlook_messages", "email_entities", "entity_links")
+        ),
+    ),
+    (
+        "Dagster create_run (incl. 'planned' events)",
+        lambda f, name: f.endswith("runs/run_domain.py") and name == "create_run",
+    ),
+    (
+        "Dagster ASSET_MATERIALIZATION events",
+        lambda f, name: f.endswith("dagster/_core/events/__init__.py") and name == "asset_materialization",
+    ),
+    (
+        "Dagster event writes, all (handle_new_event)",
+        lambda f, name: f.endswith("methods/event_methods.py") and name == "handle_new_event",
+    ),
 ]
 
 
@@ -79,8 +90,10 @@ def main() -> int:
                 assert result.success
             profiler.disable()
             wall = time.perf_counter() - started
-        print(f"{args.mailbox}: {per_mailbox[args.mailbox]} messages, {(last - first).days + 1} partitions, "
-              f"{len(plan)} runs, {wall:.1f} s under cProfile; store {args.db}; {cb.dagster_setup()}")
+        print(
+            f"{args.mailbox}: {per_mailbox[args.mailbox]} messages, {(last - first).days + 1} partitions, "
+            f"{len(plan)} runs, {wall:.1f} s under cProfile; store {args.db}; {cb.dagster_setup()}"
+        )
         stats = pstats.Stats(profiler)
         summary(stats)
         if args.out:

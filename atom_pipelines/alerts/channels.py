@@ -41,8 +41,6 @@ class AlertDeliveryError(Exception):
         self.reason = reason
 
 
-
-
 def _transport_reason(exc: requests.RequestException) -> str:
     """Why a request got no answer, without the URL: requests and urllib3 put the URL (whose path is the
     webhook's secret) into their messages, so only the exception type and the socket's own reason are kept."""

@@ -15,7 +15,6 @@ QUOTE_CHARS = 300
 PARTITION_LINES = 10
 
 
-
 @dataclass(frozen=True)
 class FailingPartition:
     """One line of a check alert: a mailbox-day (or whatever key the check used) and what failed there."""
@@ -76,8 +75,6 @@ class Alert:
         return "\n".join([self.subject, *self.lines()])
 
 
-
-
 def describe_failure(value: Any) -> str:
     """What failed in one partition, in one line: counts first, then the first few items."""
     if isinstance(value, Mapping):
@@ -97,7 +94,9 @@ def failing_partition(key: str, value: Any) -> FailingPartition:
     mailbox, day = split_partition_key(key)
     if mailbox is None and "@" in key:
         mailbox = key  # checks keyed by mailbox alone (llm_keys_accepted)
-    return FailingPartition(key=key, mailbox=mailbox.lower() if mailbox else None, day=day, detail=describe_failure(value))
+    return FailingPartition(
+        key=key, mailbox=mailbox.lower() if mailbox else None, day=day, detail=describe_failure(value)
+    )
 
 
 def partition_scope(partitions: Sequence[FailingPartition]) -> str:

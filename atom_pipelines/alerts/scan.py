@@ -45,8 +45,6 @@ BLOCKING_CHECK_FAILURE = "DagsterAssetCheckFailedError"
 _WRAPPER_ERRORS = {"DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"}
 
 
-
-
 def _finished_run_events(instance: DagsterInstance, after: int | None, since: float | None) -> list[EventLogRecord]:
     """Run success, failure and cancel events after the cursor, oldest first, at most RUNS_PER_TICK of each."""
     streams = [

@@ -44,7 +44,9 @@ def preview(raw: str | None) -> str:
 def parse_answer(content: str | None) -> ParsedAnswer:
     """Classify and parse the content of one completion (finish reasons are judged before this)."""
     if content is None or not content.strip():
-        return ParsedAnswer(Outcome.NO_CONTENT, "model returned None" if content is None else "model returned empty content")
+        return ParsedAnswer(
+            Outcome.NO_CONTENT, "model returned None" if content is None else "model returned empty content"
+        )
     repaired = False
     try:
         data = json.loads(content)
@@ -64,11 +66,15 @@ def parse_answer(content: str | None) -> ParsedAnswer:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "answer"
         return ParsedAnswer(
-            Outcome.INVALID, f"schema: {exc.error_count()} error(s), first at {where}: {first['msg']}", repaired=repaired
+            Outcome.INVALID,
+            f"schema: {exc.error_count()} error(s), first at {where}: {first['msg']}",
+            repaired=repaired,
         )
     outcome = Outcome.ENTITIES if answer.entities else Outcome.NONE_FOUND
     how = " after repair" if repaired else ""
-    return ParsedAnswer(outcome, f"{len(answer.entities)} entities, {len(answer.relations)} relations{how}", answer, repaired)
+    return ParsedAnswer(
+        outcome, f"{len(answer.entities)} entities, {len(answer.relations)} relations{how}", answer, repaired
+    )
 
 
 def _json_span(content: str) -> str | None:

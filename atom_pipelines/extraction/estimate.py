@@ -60,7 +60,9 @@ def estimate_backfill(
     completion = extractor.max_output_tokens * len(pending)
     low = cost_usd(llm.model, TokenUsage(prompt=tokens))
     high = cost_usd(llm.model, TokenUsage(prompt=tokens, completion=completion))
-    return BackfillEstimate(llm.model, len(texts), len(pending), len(texts) - len(pending), tokens, completion, low, high)
+    return BackfillEstimate(
+        llm.model, len(texts), len(pending), len(texts) - len(pending), tokens, completion, low, high
+    )
 
 
 def main() -> None:
@@ -82,7 +84,9 @@ def main() -> None:
     print(f"model {estimate.model}: {estimate.calls} calls ({estimate.cached} answered by the cache)")
     print(f"prompt tokens: {estimate.prompt_tokens:,}; completion tokens at most {estimate.max_completion_tokens:,}")
     if estimate.cost_usd_low is not None:
-        print(f"estimated cost: ${estimate.cost_usd_low:.4f} (prompt only) .. ${estimate.cost_usd_high:.4f} (worst case)")
+        print(
+            f"estimated cost: ${estimate.cost_usd_low:.4f} (prompt only) .. ${estimate.cost_usd_high:.4f} (worst case)"
+        )
     else:
         print("estimated cost: unknown (no price listed for this model)")
 

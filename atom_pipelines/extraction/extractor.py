@@ -60,7 +60,8 @@ class EntityExtractor(ConfigurableResource):
         description="More model names never used for extraction (comma-separated), beside the o-series.",
     )
     max_concurrency: int = Field(
-        default_factory=lambda: int(os.environ.get("ATOM_LLM_CONCURRENCY") or 4), ge=1,
+        default_factory=lambda: int(os.environ.get("ATOM_LLM_CONCURRENCY") or 4),
+        ge=1,
         description="Messages extracted at once within a run (ATOM_LLM_CONCURRENCY).",
     )
     requests_per_minute: float | None = Field(
@@ -96,7 +97,8 @@ class EntityExtractor(ConfigurableResource):
         for spec in skipped:
             log.warning(
                 "%s is a reasoning model: it is skipped for extraction and receives no request "
-                "(reasoning models may answer with no content; production bug #9)", spec.label,
+                "(reasoning models may answer with no content; production bug #9)",
+                spec.label,
             )
         if not used:
             raise ChainConfigError(f"ATOM_LLM_CHAIN {self.chain!r} has no provider usable for extraction")

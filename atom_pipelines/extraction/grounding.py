@@ -62,7 +62,9 @@ def ground(answer: ExtractionAnswer, message: MessageText) -> GroundedAnswer:
         evidence = entity.evidence.strip()[:EVIDENCE_CHARS]
         if entity.type == "person":
             if email_ok:
-                mention = EntityMention(keys.person_key(email), name or email, EntityType.PERSON, (Role.TEXT,), evidence)
+                mention = EntityMention(
+                    keys.person_key(email), name or email, EntityType.PERSON, (Role.TEXT,), evidence
+                )
             else:
                 mention = resolve_name(name, evidence, Role.TEXT, participants)
         else:
@@ -79,5 +81,7 @@ def ground(answer: ExtractionAnswer, message: MessageText) -> GroundedAnswer:
             dropped_relations += 1
             continue
         kind = re.sub(r"[^a-z0-9_]+", "_", relation.relation.casefold()).strip("_")[:40] or "related_to"
-        relations.setdefault((source, target, kind), RelationMention(source, target, kind, relation.evidence[:EVIDENCE_CHARS]))
+        relations.setdefault(
+            (source, target, kind), RelationMention(source, target, kind, relation.evidence[:EVIDENCE_CHARS])
+        )
     return GroundedAnswer(tuple(kept.values()), tuple(relations.values()), dropped, dropped_relations)

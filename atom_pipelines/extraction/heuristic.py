@@ -109,20 +109,29 @@ def _text_mentions(text: str, role: Role) -> Iterator[EntityMention]:
     for match in _MONEY.finditer(text):
         amount = _normalize_money(match.group())
         yield EntityMention(
-            keys.value_key("money", amount), match.group().strip(), EntityType.MONEY, (role,),
+            keys.value_key("money", amount),
+            match.group().strip(),
+            EntityType.MONEY,
+            (role,),
             _evidence(text, *match.span()),
         )
     for match in _DATE.finditer(text):
         day = _parse_date(match.group())
         if day is not None:
             yield EntityMention(
-                keys.value_key("date", day.isoformat()), match.group(), EntityType.DATE, (role,),
+                keys.value_key("date", day.isoformat()),
+                match.group(),
+                EntityType.DATE,
+                (role,),
                 _evidence(text, *match.span()),
             )
     for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=phonenumbers.Leniency.VALID):
         e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
         yield EntityMention(
-            keys.value_key("phone", e164), match.raw_string, EntityType.PHONE, (role,),
+            keys.value_key("phone", e164),
+            match.raw_string,
+            EntityType.PHONE,
+            (role,),
             _evidence(text, match.start, match.end),
         )
     for url, (start, end) in _url_candidates(text):
@@ -130,7 +139,9 @@ def _text_mentions(text: str, role: Role) -> Iterator[EntityMention]:
         if not re.match(r"(?i)(?:https?://|www\.)", url):
             continue
         normalized = url.rstrip(".,;:)>").lower()
-        yield EntityMention(keys.value_key("url", normalized), url, EntityType.URL, (role,), _evidence(text, start, end))
+        yield EntityMention(
+            keys.value_key("url", normalized), url, EntityType.URL, (role,), _evidence(text, start, end)
+        )
 
 
 _URL_START = re.compile(r"(?i)(?:https?://|www\.)")
@@ -179,9 +190,17 @@ def _plausible_name(name: str) -> bool:
 def _normalize_money(raw: str) -> str:
     text = raw.strip().lower().replace(",", "").replace(" ", "")
     currency = "usd"
-    for symbol, code in (("us$", "usd"), ("usd", "usd"), ("$", "usd"), ("eur", "eur"), ("€", "eur"), ("gbp", "gbp"), ("£", "gbp")):
+    for symbol, code in (
+        ("us$", "usd"),
+        ("usd", "usd"),
+        ("$", "usd"),
+        ("eur", "eur"),
+        ("€", "eur"),
+        ("gbp", "gbp"),
+        ("£", "gbp"),
+    ):
         if text.startswith(symbol):
-            currency, text = code, text[len(symbol):]
+            currency, text = code, text[len(symbol) :]
             break
     match = re.match(r"(\d+(?:\.\d+)?)([a-z]*)", text)
     if match is None:
@@ -197,5 +216,3 @@ def _parse_date(raw: str) -> dt.date | None:
     except (ValueError, OverflowError):
         return None
     return parsed.date() if 1900 <= parsed.year <= 2100 else None
-
-

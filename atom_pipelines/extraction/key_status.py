@@ -59,7 +59,11 @@ def _ask_provider(extractor: EntityExtractor, key_env: str, models: tuple[str, .
     try:
         offered = {model.id for model in client.with_options(max_retries=1).models.list()}
     except openai.AuthenticationError as exc:
-        return True, False, f"rejected by the provider: HTTP {exc.status_code} {_code(exc)} (request id {exc.request_id})"
+        return (
+            True,
+            False,
+            f"rejected by the provider: HTTP {exc.status_code} {_code(exc)} (request id {exc.request_id})",
+        )
     except openai.APIStatusError as exc:
         return True, False, f"provider answered HTTP {exc.status_code} {_code(exc)} (request id {exc.request_id})"
     except openai.APIConnectionError as exc:

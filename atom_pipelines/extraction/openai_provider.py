@@ -124,7 +124,9 @@ def grounded_attempt(
     headers = header_mentions(message)
     return Attempt(
         outcome=outcome,
-        reason=f"{reason}; {grounded.dropped_entities} ungrounded entities dropped" if grounded.dropped_entities else reason,
+        reason=f"{reason}; {grounded.dropped_entities} ungrounded entities dropped"
+        if grounded.dropped_entities
+        else reason,
         mentions=tuple(dedupe_mentions(iter(headers + grounded.mentions))),
         relations=grounded.relations,
         dropped_entities=grounded.dropped_entities,

@@ -93,7 +93,11 @@ def extract_entities(
             )
     store.replace_partitions(
         windows,
-        {schema.extraction_outcomes: outcome_rows, schema.entities: entity_rows, schema.entity_relations: relation_rows},
+        {
+            schema.extraction_outcomes: outcome_rows,
+            schema.entities: entity_rows,
+            schema.entity_relations: relation_rows,
+        },
     )
     report = _report(windows, message_rows, results, entity_rows, store)
     report.relation_rows = len(relation_rows)
@@ -145,7 +149,9 @@ def _report(
             report.usage += attempt.usage
             report.cost_usd += attempt.cost_usd
             report.cache_hits += attempt.cache_hit
-            report.llm_calls += attempt.provider == "openai" and not attempt.cache_hit and attempt.outcome is not Outcome.SKIPPED
+            report.llm_calls += (
+                attempt.provider == "openai" and not attempt.cache_hit and attempt.outcome is not Outcome.SKIPPED
+            )
             report.dropped_entities += attempt.dropped_entities
             report.dropped_relations += attempt.dropped_relations
         accepted = result.accepted

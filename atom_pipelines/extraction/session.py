@@ -67,7 +67,9 @@ class ExtractionSession:
         provider = self._provider(spec, key_env)
         if provider is None:
             return Attempt(
-                spec.kind, spec.model, Outcome.SKIPPED,
+                spec.kind,
+                spec.model,
+                Outcome.SKIPPED,
                 f"no API key: ${key_env} is not set for mailbox {message.mailbox} (see ATOM_LLM_KEYS)",
             )
         key = cache_key(message_prompt_hash, spec)
@@ -132,8 +134,15 @@ def log_attempt(message: MessageText, attempt: Attempt) -> None:
     log.log(
         level,
         "extraction message=%s provider=%s model=%s outcome=%s latency_ms=%.0f tokens=%d+%d%s cache=%s preview=%s%s",
-        message.message_id, attempt.provider, attempt.model, attempt.outcome.value, attempt.latency_ms,
-        usage.prompt, usage.completion, f" reasoning={usage.reasoning}" if usage.reasoning else "",
-        "hit" if attempt.cache_hit else "miss", attempt.raw_preview or "-",
+        message.message_id,
+        attempt.provider,
+        attempt.model,
+        attempt.outcome.value,
+        attempt.latency_ms,
+        usage.prompt,
+        usage.completion,
+        f" reasoning={usage.reasoning}" if usage.reasoning else "",
+        "hit" if attempt.cache_hit else "miss",
+        attempt.raw_preview or "-",
         "" if attempt.outcome.succeeded else f" reason={attempt.reason}; falling through",
     )

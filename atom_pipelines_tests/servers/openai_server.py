@@ -63,8 +63,22 @@ if TYPE_CHECKING:
     import openai
 
 BehaviourKind = Literal[
-    "deterministic", "valid", "latency", "fenced", "prose", "trailing_comma", "empty", "null", "whitespace",
-    "truncated", "refusal", "content_filter", "invalid_schema", "not_json", "rate_limited", "server_error",
+    "deterministic",
+    "valid",
+    "latency",
+    "fenced",
+    "prose",
+    "trailing_comma",
+    "empty",
+    "null",
+    "whitespace",
+    "truncated",
+    "refusal",
+    "content_filter",
+    "invalid_schema",
+    "not_json",
+    "rate_limited",
+    "server_error",
 ]
 BEHAVIOURS: frozenset[str] = frozenset(get_args(BehaviourKind))
 
@@ -196,9 +210,15 @@ def deterministic_answer(user_content: str) -> dict:
 
     def add(name: str, type_: str, email: str | None, span: tuple[int, int]) -> None:
         if len(entities) < MAX_ENTITIES:
-            entities.setdefault((name.casefold(), type_), {
-                "name": name, "type": type_, "email": email, "evidence": evidence(*span),
-            })
+            entities.setdefault(
+                (name.casefold(), type_),
+                {
+                    "name": name,
+                    "type": type_,
+                    "email": email,
+                    "evidence": evidence(*span),
+                },
+            )
 
     for match in _EMAIL.finditer(text):
         add(match.group(), "person", match.group().lower(), match.span())
@@ -223,7 +243,9 @@ def strict_schema_problem(schema: Any) -> str | None:
             if node.get("additionalProperties") is not False:
                 return f"In context={context!r}, 'additionalProperties' is required to be supplied and to be false."
             required = node.get("required")
-            missing = [key for key in node.get("properties", {}) if not isinstance(required, list) or key not in required]
+            missing = [
+                key for key in node.get("properties", {}) if not isinstance(required, list) or key not in required
+            ]
             if missing:
                 return (
                     f"In context={context!r}, 'required' is required to be supplied and to be an array including "
@@ -335,7 +357,9 @@ class OpenAICompatibleServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def client(self, api_key: str | None = None, max_retries: int = 0, timeout: float = 10.0, **options: Any) -> openai.OpenAI:
+    def client(
+        self, api_key: str | None = None, max_retries: int = 0, timeout: float = 10.0, **options: Any
+    ) -> openai.OpenAI:
         """A real ``openai.OpenAI`` client pointed at this server (by default with an accepted key)."""
         import openai
 
@@ -451,7 +475,7 @@ class OpenAICompatibleServer:
 
     def _auth_error(self, headers: Any) -> _Reply | None:
         header = headers.get("Authorization") or ""
-        key = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+        key = header[len("Bearer ") :].strip() if header.startswith("Bearer ") else ""
         with self._lock:
             if key and key in self._accepted_keys:
                 return None
@@ -479,7 +503,9 @@ class OpenAICompatibleServer:
         with self._lock:
             self._counters.requests += 1
             self._counters.by_model[str(model)] += 1
-            self._counters.bodies.append(body if isinstance(body, dict) else {"unparsable": raw_body.decode("utf-8", "replace")})
+            self._counters.bodies.append(
+                body if isinstance(body, dict) else {"unparsable": raw_body.decode("utf-8", "replace")}
+            )
         if unauthorized := self._auth_error(headers):
             return unauthorized
         if not isinstance(body, dict):
@@ -511,7 +537,9 @@ class OpenAICompatibleServer:
                 "x-ratelimit-remaining-requests": "0",
                 "x-ratelimit-reset-requests": go_duration(behaviour.retry_after),
             }
-            reply = self._rate_limit_reply(model, behaviour.retry_after, limit, limit, headers_429, behaviour.send_retry_after_ms)
+            reply = self._rate_limit_reply(
+                model, behaviour.retry_after, limit, limit, headers_429, behaviour.send_retry_after_ms
+            )
         elif behaviour.kind == "server_error":
             reply = _error(500, SERVER_ERROR, "server_error", None, None)
         else:
@@ -549,7 +577,9 @@ class OpenAICompatibleServer:
         retry = {"retry-after": str(max(1, math.ceil(wait)))}
         if send_ms:
             retry["retry-after-ms"] = str(max(1, round(wait * 1000)))
-        message = RATE_LIMIT.format(model=model, organization=ORGANIZATION, limit=limit, used=used, wait=go_duration(wait))
+        message = RATE_LIMIT.format(
+            model=model, organization=ORGANIZATION, limit=limit, used=used, wait=go_duration(wait)
+        )
         return _error(429, message, "requests", None, "rate_limit_exceeded", {**headers, **retry})
 
     def _invalid_request(self, body: dict) -> _Reply | None:
@@ -559,14 +589,30 @@ class OpenAICompatibleServer:
             return _error(400, "you must provide a model parameter", "invalid_request_error", None, None)
         messages = body.get("messages")
         if messages is None:
-            return _error(400, "Missing required parameter: 'messages'.", "invalid_request_error", "messages",
-                          "missing_required_parameter")
+            return _error(
+                400,
+                "Missing required parameter: 'messages'.",
+                "invalid_request_error",
+                "messages",
+                "missing_required_parameter",
+            )
         if not isinstance(messages, list) or not messages:
-            return _error(400, "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
-                          "empty array instead.", "invalid_request_error", "messages", "empty_array")
+            return _error(
+                400,
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an "
+                "empty array instead.",
+                "invalid_request_error",
+                "messages",
+                "empty_array",
+            )
         if body.get("stream"):
-            return _error(400, "This test server does not stream; send stream=false.", "invalid_request_error",
-                          "stream", "unsupported_value")
+            return _error(
+                400,
+                "This test server does not stream; send stream=false.",
+                "invalid_request_error",
+                "stream",
+                "unsupported_value",
+            )
         if self.reject_unknown_models and model not in self.models:
             return _error(404, MODEL_NOT_FOUND.format(model=model), "invalid_request_error", None, "model_not_found")
         response_format = body.get("response_format")
@@ -574,8 +620,13 @@ class OpenAICompatibleServer:
             return None
         kind = response_format.get("type") if isinstance(response_format, dict) else None
         if kind not in ("text", "json_object", "json_schema"):
-            return _error(400, f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', and "
-                          "'text'.", "invalid_request_error", "response_format.type", "invalid_value")
+            return _error(
+                400,
+                f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+                "invalid_request_error",
+                "response_format.type",
+                "invalid_value",
+            )
         if kind == "json_object":
             said = " ".join(message_text(m.get("content")) for m in messages if isinstance(m, dict))
             if "json" not in said.lower():
@@ -583,15 +634,30 @@ class OpenAICompatibleServer:
         if kind == "json_schema":
             spec = response_format.get("json_schema")
             if not isinstance(spec, dict) or not spec.get("name"):
-                return _error(400, "Missing required parameter: 'response_format.json_schema.name'.",
-                              "invalid_request_error", "response_format.json_schema.name", "missing_required_parameter")
+                return _error(
+                    400,
+                    "Missing required parameter: 'response_format.json_schema.name'.",
+                    "invalid_request_error",
+                    "response_format.json_schema.name",
+                    "missing_required_parameter",
+                )
             if not _SCHEMA_NAME.match(str(spec["name"])):
-                return _error(400, "Invalid 'response_format.json_schema.name': string does not match pattern. "
-                              "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.", "invalid_request_error",
-                              "response_format.json_schema.name", "invalid_value")
+                return _error(
+                    400,
+                    "Invalid 'response_format.json_schema.name': string does not match pattern. "
+                    "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                    "invalid_request_error",
+                    "response_format.json_schema.name",
+                    "invalid_value",
+                )
             if spec.get("strict") is True and (problem := strict_schema_problem(spec.get("schema"))):
-                return _error(400, f"Invalid schema for response_format '{spec['name']}': {problem}",
-                              "invalid_request_error", "response_format", None)
+                return _error(
+                    400,
+                    f"Invalid schema for response_format '{spec['name']}': {problem}",
+                    "invalid_request_error",
+                    "response_format",
+                    None,
+                )
         return None
 
     def _completion(self, request: dict, model: str, behaviour: Behaviour) -> _Reply:
@@ -624,10 +690,12 @@ class OpenAICompatibleServer:
             content, finish = None, "content_filter"
         elif kind == "invalid_schema":
             wrong = [{k: v for k, v in e.items() if k != "type"} for e in answer.get("entities", [])]
-            content = json.dumps({
-                "entities": wrong or [{"name": "Unknown", "email": None, "evidence": ""}],
-                "relations": answer.get("relations", []),
-            })
+            content = json.dumps(
+                {
+                    "entities": wrong or [{"name": "Unknown", "email": None, "evidence": ""}],
+                    "relations": answer.get("relations", []),
+                }
+            )
         elif kind == "not_json":
             content = NOT_JSON
         # The output allowance: an answer longer than it is cut off, as a real model's would be.
@@ -640,45 +708,57 @@ class OpenAICompatibleServer:
         with self._lock:
             self._counters.prompt_tokens += prompt_tokens
             self._counters.completion_tokens += completion_tokens
-        return _Reply(200, {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
-                "logprobs": None,
-                "finish_reason": finish,
-            }],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-                "completion_tokens_details": {
-                    "reasoning_tokens": behaviour.reasoning_tokens,
-                    "audio_tokens": 0,
-                    "accepted_prediction_tokens": 0,
-                    "rejected_prediction_tokens": 0,
+        return _Reply(
+            200,
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": refusal, "annotations": []},
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                    "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                    "completion_tokens_details": {
+                        "reasoning_tokens": behaviour.reasoning_tokens,
+                        "audio_tokens": 0,
+                        "accepted_prediction_tokens": 0,
+                        "rejected_prediction_tokens": 0,
+                    },
                 },
+                "service_tier": "default",
+                "system_fingerprint": "fp_atomtest",
             },
-            "service_tier": "default",
-            "system_fingerprint": "fp_atomtest",
-        })
+        )
 
     def _record_bug(self) -> _Reply:
         with self._lock:
             self._errors.append(traceback.format_exc())
-        return _error(500, "openai_server bug (see server.errors): " + traceback.format_exc(limit=1).strip().splitlines()[-1],
-                      "server_error", None, "test_server_bug")
+        return _error(
+            500,
+            "openai_server bug (see server.errors): " + traceback.format_exc(limit=1).strip().splitlines()[-1],
+            "server_error",
+            None,
+            "test_server_bug",
+        )
 
 
 def _error(
     status: int, message: str, type_: str, param: str | None, code: str | None, headers: dict[str, str] | None = None
 ) -> _Reply:
     """OpenAI's error envelope. ``{request_id}`` in the message becomes the response's x-request-id."""
-    return _Reply(status, {"error": {"message": message, "type": type_, "param": param, "code": code}}, dict(headers or {}))
+    return _Reply(
+        status, {"error": {"message": message, "type": type_, "param": param, "code": code}}, dict(headers or {})
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):
