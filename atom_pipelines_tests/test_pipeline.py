@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import networkx as nx
 import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
@@ -260,6 +261,17 @@ def test_entity_graph_spans_every_partition(
     assert metadata["edges"].value == len({tuple(sorted((r[2], r[3]))) for r in links})
     graphml = Path(metadata["graphml_path"].value)
     assert graphml.exists() and graphml.parent == tmp_path / "exports"
+    # Each edge folds every link between its two ends, whatever the direction and kind.
+    expected: dict[tuple[str, str], tuple[int, set[str]]] = {}
+    for row in links:
+        pair = tuple(sorted((row[2], row[3])))
+        count, kinds = expected.get(pair, (0, set()))
+        expected[pair] = (count + 1, kinds | {row[4]})
+    exported = nx.read_graphml(graphml)
+    assert {
+        tuple(sorted((a, b))): (data["messages"], set(data["kinds"].split(",")))
+        for a, b, data in exported.edges(data=True)
+    } == expected
     top = [record.data for record in metadata["top_by_degree"].records]
     assert top[0]["entity"] == f"person:{MAILBOX}"
     assert [row["degree"] for row in top] == sorted((row["degree"] for row in top), reverse=True)
