@@ -499,3 +499,14 @@ def test_a_failing_partition_reads_as_one_line(key: str, value: object, line: st
     assert partition.render() == line
     assert partition.mailbox == MAILBOX
     assert describe_failure(["x"] * 5) == "5 item(s): x; x; x (+2 more)"
+
+
+def test_a_quote_is_one_line_within_the_limit_and_never_loses_a_long_word() -> None:
+    from atom_pipelines.alerts.model import QUOTE_CHARS, quote
+
+    assert quote("HTTP 500\n  upstream   down", "s3cret") == "HTTP 500 upstream down"
+    words = quote("word " * 200)
+    assert len(words) <= QUOTE_CHARS and words.endswith("...") and words.startswith("word word")
+    blob = quote('{"error":"' + "x" * 1000 + '"}')
+    assert len(blob) == QUOTE_CHARS and blob.startswith('{"error":"xxx')
+    assert quote("token=s3cret refused", "s3cret") == "token=<secret> refused"

@@ -5,9 +5,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dagster import (
-    DagsterInstance,
-)
+from dagster import DagsterInstance
 
 #: How far back the very first tick looks.
 FIRST_TICK_LOOKBACK = dt.timedelta(hours=24)

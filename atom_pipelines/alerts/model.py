@@ -114,4 +114,10 @@ def quote(text: str, *secrets: str | None) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "<secret>")
-    return textwrap.shorten(text, QUOTE_CHARS, placeholder="...") or text[:QUOTE_CHARS]
+    one_line = " ".join(text.split())
+    if len(one_line) <= QUOTE_CHARS:
+        return one_line
+    shortened = textwrap.shorten(one_line, QUOTE_CHARS, placeholder="...")
+    # shorten cuts at word boundaries; a first word longer than the limit (a JSON body, a token) would leave
+    # only the placeholder, so such text is cut mid-word instead of vanishing.
+    return shortened if shortened != "..." else one_line[: QUOTE_CHARS - 3] + "..."
