@@ -1,5 +1,5 @@
 """Shared fixtures: real databases (a SQLite file and a fresh PostgreSQL database per test), an ephemeral
-Dagster instance, and mail exports cut from the shared Enron corpus.
+Dagster instance, and mail exports cut from the Enron corpus in corpus/ (gzip; see corpus/README.md).
 
 PostgreSQL is the real server on 127.0.0.1 (ATOM_TEST_POSTGRES_URL). Under CI=true a missing server fails
 the run; elsewhere its tests are skipped and the summary says so loudly.
@@ -7,12 +7,17 @@ the run; elsewhere its tests are skipped and the summary says so loudly.
 
 from __future__ import annotations
 
+import atexit
+import gzip
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +26,9 @@ from dagster import DagsterInstance, instance_for_test
 from atom_pipelines.store.resource import dispose_engine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("ATOM_CORPUS", REPO_ROOT.parent / "shared" / "corpus" / "enron_dev.jsonl"))
+# Shipped gzipped (2.6 MB instead of 9.7) so a fresh clone has it; ATOM_CORPUS may name a .jsonl or .jsonl.gz.
+# An empty ATOM_CORPUS means the default, so `ATOM_CORPUS= pytest` works.
+CORPUS = Path(os.environ.get("ATOM_CORPUS") or Path(__file__).resolve().parent / "corpus" / "enron_dev.jsonl.gz")
 ADMIN_URL = os.environ.get("ATOM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -88,15 +95,45 @@ def instance() -> Iterator[DagsterInstance]:
         yield dagster_instance
 
 
+def open_corpus() -> TextIO:
+    """The corpus as text lines, whether CORPUS is gzipped or plain (told by its suffix)."""
+    if CORPUS.suffix == ".gz":
+        return gzip.open(CORPUS, "rt", encoding="utf-8")
+    return CORPUS.open(encoding="utf-8")
+
+
 def corpus_records(mailboxes: set[str] | None = None) -> list[dict]:
-    """Records of the shared corpus, optionally only these mailboxes, in file order."""
+    """Records of the corpus, optionally only these mailboxes, in file order."""
     records = []
-    with CORPUS.open(encoding="utf-8") as handle:
+    with open_corpus() as handle:
         for line in handle:
             record = json.loads(line)
             if mailboxes is None or record["mailbox"] in mailboxes:
                 records.append(record)
     return records
+
+
+def write_plain_corpus(directory: Path) -> Path:
+    """Decompress the corpus into directory/enron_dev.jsonl and return directory: the export source reads only
+    plain ``*.jsonl`` files of a directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open_corpus() as source, (directory / "enron_dev.jsonl").open("w", encoding="utf-8") as target:
+        shutil.copyfileobj(source, target)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def corpus_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the whole corpus as one plain .jsonl, under pytest's tmp dir (never in the repo)."""
+    return write_plain_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def plain_corpus_tempdir() -> Path:
+    """For scripts outside pytest (bench/): a fresh temporary directory holding the corpus as plain .jsonl,
+    removed when the process exits."""
+    directory = Path(tempfile.mkdtemp(prefix="atom_corpus_"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return write_plain_corpus(directory)
 
 
 def write_export(directory: Path, records: list[dict], name: str = "export.jsonl") -> Path:

@@ -5,7 +5,7 @@ read (and paid for) twenty times and its entities are credited to the wrong mess
 silently go missing and nothing downstream can notice. These tests pin the policy this module adds around
 BeautifulSoup and ``mail-parser-reply``: HTML to text, quoted-printable leftovers, reply/forward separation
 (Outlook, Lotus Notes, "On ... wrote:"), bare forwards read from the forwarded message, and the signature guess
-accepted only when it looks like a signature. Real bodies come from the shared Enron corpus, picked by id so the
+accepted only when it looks like a signature. Real bodies come from the Enron corpus (corpus/), picked by id so the
 tests are deterministic; a corpus-wide property test runs every body through ``clean_body``.
 
 """
@@ -27,13 +27,13 @@ from atom_pipelines.mail.cleaning import (
     normalize_whitespace,
 )
 from atom_pipelines.mail.models import ItemBody
-from atom_pipelines_tests.conftest import CORPUS
+from atom_pipelines_tests.conftest import open_corpus
 
 
 @functools.cache
 def _corpus_bodies() -> dict[str, ItemBody]:
     bodies: dict[str, ItemBody] = {}
-    with CORPUS.open(encoding="utf-8") as handle:
+    with open_corpus() as handle:
         for line in handle:
             record = json.loads(line)
             bodies[record["id"]] = ItemBody.model_validate(record.get("body") or {})

@@ -1,4 +1,4 @@
-"""The whole shared corpus (10 mailboxes, 2,853 real messages) through the chain on the real PostgreSQL
+"""The whole corpus (corpus/enron_dev.jsonl.gz: 10 mailboxes, 2,853 real messages) through the chain on the real PostgreSQL
 server, batched as the backfill policy batches it, with extraction going through the real ``openai`` client
 to our OpenAI-compatible server (its deterministic model) and the heuristic behind it: no partition with
 messages may fail a check, and every message must be stored with an extraction outcome."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,30 +16,32 @@ from dagster import AssetCheckSeverity, DagsterInstance
 from atom_pipelines import config
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.store import schema
-from atom_pipelines_tests.conftest import CORPUS, corpus_records
+from atom_pipelines_tests.conftest import corpus_records
 from atom_pipelines_tests.helpers import materialize_days, resources
 from atom_pipelines_tests.servers.openai_server import OpenAICompatibleServer
 
 
 def test_the_whole_corpus_goes_through_on_postgres(
-    instance: DagsterInstance, postgres_database_url: str, monkeypatch: pytest.MonkeyPatch
+    instance: DagsterInstance, postgres_database_url: str, corpus_export_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ATOM_CORPUS_TEST_KEY", "sk-corpus")
     with OpenAICompatibleServer(accepted_keys={"sk-corpus"}) as server:
         extractor = EntityExtractor(
             chain="openai:gpt-4o-mini,heuristic", openai_base_url=server.base_url, key_env="ATOM_CORPUS_TEST_KEY"
         )
-        _run_corpus(instance, postgres_database_url, extractor)
+        _run_corpus(instance, postgres_database_url, corpus_export_dir, extractor)
         # Every message went to the model once; copies of the same mail in two mailboxes were served by the cache.
         assert 2800 <= server.requests <= 2853
 
 
-def _run_corpus(instance: DagsterInstance, postgres_database_url: str, extractor: EntityExtractor) -> None:
+def _run_corpus(
+    instance: DagsterInstance, postgres_database_url: str, export_dir: Path, extractor: EntityExtractor
+) -> None:
     records = corpus_records()
     days_by_mailbox: dict[str, set[dt.date]] = defaultdict(set)
     for record in records:
         days_by_mailbox[record["mailbox"]].add(dt.date.fromisoformat(record["receivedDateTime"][:10]))
-    run_resources = resources(CORPUS.parent, postgres_database_url, extractor=extractor)
+    run_resources = resources(export_dir, postgres_database_url, extractor=extractor)
     chunk = config.max_partitions_per_run()
 
     failed_runs = []

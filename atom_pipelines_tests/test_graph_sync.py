@@ -4,7 +4,7 @@ The server (``servers/graph_server.py``) answers as Graph does, including the ex
 (production bug #7), throttling with Retry-After, expired tokens, access policies, and pages cut off
 mid-transfer. What these tests hold the client to:
 
-- every partition of the shared corpus stored through Graph equals what the export source stores (same ids,
+- every partition of the corpus (corpus/) stored through Graph equals what the export source stores (same ids,
   days and content hashes), with and without injected faults;
 - a quoted date is rejected by the server, and the client never sends one;
 - errors fail the partition with Graph's code, message and request id, and store nothing;
@@ -176,7 +176,7 @@ def test_the_client_never_sends_a_quoted_or_offsetless_date(trust_server: Any, s
     assert {r.status for r in server.request_log} == {200}
 
 
-# -- the shared corpus, every partition -----------------------------------------------------------------
+# -- the corpus, every partition ------------------------------------------------------------------------
 
 
 @pytest.mark.postgres

@@ -1,7 +1,7 @@
 """Benchmark: the store's bulk partition write vs row-by-row INSERTs, on PostgreSQL.
 
 What it measures. The same N rows of the ``entities`` table (default 20,000; real rows: the offline heuristic
-extractor's entity mentions of the shared corpus, as ``email_entities`` stores them) are written into a
+extractor's entity mentions of the corpus, as ``email_entities`` stores them) are written into a
 throwaway database ``atom_bench_<random>`` on 127.0.0.1:5432 (dropped afterwards):
 * bulk: ``MailStore.replace_partitions``: delete the partitions' rows, then the store's bulk insert, in one
   transaction (on PostgreSQL ``COPY ... FROM STDIN`` of a CSV buffer since commit 7cfab42; executemany of
@@ -50,7 +50,11 @@ from atom_pipelines.store import schema  # noqa: E402
 from atom_pipelines.store.resource import INSERT_CHUNK, MailStore, dispose_engine  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS_DIR = Path(os.environ.get("ATOM_BENCH_CORPUS_DIR") or REPO.parent / "shared" / "corpus")
+sys.path.insert(0, str(REPO))  # atom_pipelines_tests is not installed: its corpus helper is imported from the checkout
+from atom_pipelines_tests.conftest import plain_corpus_tempdir  # noqa: E402
+
+# The export source reads plain *.jsonl files of a directory, and the corpus ships gzipped.
+CORPUS_DIR = Path(os.environ.get("ATOM_BENCH_CORPUS_DIR") or plain_corpus_tempdir())
 ADMIN_URL = os.environ.get("ATOM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 TABLE = schema.entities
 #: How the store writes in bulk on PostgreSQL, as far as this script can tell from the module.
@@ -83,7 +87,7 @@ def corpus_entity_rows(count: int) -> tuple[list[dict[str, Any]], str]:
             for n in range(count // len(base) + 1)
             for row in base
         ]
-    return rows[:count], f"heuristic entity mentions of the shared corpus ({CORPUS_DIR.name})"
+    return rows[:count], f"heuristic entity mentions of the corpus ({CORPUS_DIR})"
 
 
 def synthetic_entity_rows(count: int) -> tuple[list[dict[str, Any]], str]:

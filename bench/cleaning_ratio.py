@@ -1,14 +1,15 @@
-"""How much text body cleaning removes from what extraction reads, on the shared corpus.
+"""How much text body cleaning removes from what extraction reads, on the corpus.
 
 Prints characters of the raw bodies, after HTML-to-text and whitespace normalization, and of the text
 extraction reads (new text + signature, or a bare forward's forwarded message), with the share removed at
 each step, and how many messages were read from new text vs their forwarded message.
 
-    python bench/cleaning_ratio.py [path/to/export.jsonl]
+    python bench/cleaning_ratio.py [path/to/export.jsonl or .jsonl.gz]   (default: atom_pipelines_tests/corpus/enron_dev.jsonl.gz)
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import time
@@ -18,12 +19,14 @@ from pathlib import Path
 from atom_pipelines.mail.cleaning import body_text, clean_body
 from atom_pipelines.mail.models import GraphMessage
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "enron_dev.jsonl"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "atom_pipelines_tests" / "corpus" / "enron_dev.jsonl.gz"
 
 
 def main() -> None:
     corpus = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_CORPUS
-    messages = [GraphMessage.model_validate(json.loads(line)) for line in corpus.open(encoding="utf-8")]
+    opener = gzip.open if corpus.suffix == ".gz" else open
+    with opener(corpus, "rt", encoding="utf-8") as handle:
+        messages = [GraphMessage.model_validate(json.loads(line)) for line in handle]
     raw = normalized = extraction = quoted = signature = 0
     basis: Counter = Counter()
     started = time.perf_counter()

@@ -1,6 +1,7 @@
-"""Benchmark: a backfill of every partition of the shared corpus, in one process, on SQLite and PostgreSQL.
+"""Benchmark: a backfill of every partition of the corpus, in one process, on SQLite and PostgreSQL.
 
-What it runs. The 10 mailboxes of ../shared/corpus/enron_dev.jsonl (2,853 messages). For each mailbox, every
+What it runs. The 10 mailboxes of atom_pipelines_tests/corpus/enron_dev.jsonl.gz (2,853 messages), decompressed
+into a temporary directory (ATOM_BENCH_CORPUS_DIR names a directory of plain ``*.jsonl`` to use instead). For each mailbox, every
 UTC day from its first to its last message day (empty days included: they are real partitions of a backfill,
 2,375 in all) is materialized through outlook_messages -> email_entities -> entity_links, batched per mailbox
 into runs of up to N consecutive days (N = ATOM_MAX_PARTITIONS_PER_RUN, default 31: what the assets'
@@ -19,7 +20,7 @@ event per asset per run instead of one per partition). Both are read by Dagster 
 the instance and the two variables.
 
 Then the baseline, in the same process and on the same store: the 159 days of kevin.hyatt@enron.com once as
-one run per partition and once as batched runs. ARCHITECTURE.md trusts ratios against a baseline in the same
+one run per partition and once as batched runs. docs/architecture.md trusts ratios against a baseline in the same
 process more than absolute figures on a shared machine.
 
 How to read the output.
@@ -93,8 +94,11 @@ except ImportError:  # pragma: no cover
     pass
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS_DIR = Path(os.environ.get("ATOM_BENCH_CORPUS_DIR") or REPO.parent / "shared" / "corpus")
-CORPUS = CORPUS_DIR / "enron_dev.jsonl"
+sys.path.insert(0, str(REPO))  # atom_pipelines_tests is not installed: its corpus helper is imported from the checkout
+from atom_pipelines_tests.conftest import plain_corpus_tempdir  # noqa: E402
+
+# The export source reads plain *.jsonl files of a directory, and the corpus ships gzipped.
+CORPUS_DIR = Path(os.environ.get("ATOM_BENCH_CORPUS_DIR") or plain_corpus_tempdir())
 ADMIN_URL = os.environ.get("ATOM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 CHAIN = [outlook_messages, email_entities, entity_links]
 STAGES = ["outlook_messages", "email_entities", "entity_links", "entity_graph"]

@@ -1,4 +1,4 @@
-"""Benchmark: Graph sync of the whole shared corpus through the Graph-compatible test server.
+"""Benchmark: Graph sync of the whole corpus (atom_pipelines_tests/corpus/) through the Graph-compatible test server.
 
 1. Throughput and requests per message for page size ($top) 10 vs 1000, with and without $select, with
    the server answering at once and with a simulated Graph latency per page (--latency-ms): what the

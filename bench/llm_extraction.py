@@ -37,16 +37,18 @@ from atom_pipelines.extraction.tokens import count_tokens, prompt_tokens, system
 from atom_pipelines.mail.cleaning import clean_body  # noqa: E402
 from atom_pipelines.mail.models import GraphMessage  # noqa: E402
 from atom_pipelines.store.resource import MailStore  # noqa: E402
+from atom_pipelines_tests.conftest import open_corpus  # noqa: E402
 from atom_pipelines_tests.servers.openai_server import OpenAICompatibleServer  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "enron_dev.jsonl"
 KEY = "sk-bench-key"
 
 
 def corpus_texts() -> tuple[list[MessageText], list[MessageText]]:
     """(what we send: cleaned, what a naive pipeline sends: the body as Graph gives it) for every message."""
     cleaned, naive = [], []
-    for line in CORPUS.open(encoding="utf-8"):
+    with open_corpus() as handle:
+        lines = list(handle)
+    for line in lines:
         record = json.loads(line)
         message = GraphMessage.model_validate(record)
         parts = clean_body(message.body)

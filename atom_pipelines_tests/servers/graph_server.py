@@ -13,7 +13,7 @@ Graph's mail listing, mail folders and per-folder delta, in the real wire format
         page = session.get(f"{server.api_url}/users/kay.mann@enron.com/messages",
                            headers={"Authorization": f"Bearer {token}"}).json()
 
-Every wire detail here comes from /work/shared/reference/graph_api_facts.md (cited by section as "facts §n");
+Every wire detail here comes from docs/reference/graph_api_facts.md (cited by section as "facts §n");
 what that file marks unconfirmed, or what it does not cover and this server had to choose, says so where
 it is done. One port serves both identity and Graph; TLS uses a throwaway CA from ``trustme``, whose PEM is
 ``ca_bundle_path``.
