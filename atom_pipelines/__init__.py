@@ -1,6 +1,6 @@
 """Atom Pipelines: Outlook mail -> extracted entities -> neural links -> one entity graph, as Dagster assets.
 
-``atom_pipelines.defs`` is the code location's Definitions (the contract in ARCHITECTURE.md). It is loaded
+``atom_pipelines.defs`` is the code location's Definitions (the contract in docs/architecture.md). It is loaded
 on first access, so importing a helper module (the schema, the cleaner) does not build every asset.
 """
 

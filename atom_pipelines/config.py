@@ -1,6 +1,6 @@
 """Deployment settings read from the environment, in one place.
 
-Every setting here is a contract in ARCHITECTURE.md; secrets are not read here (they reach resources
+Every setting here is a contract in docs/architecture.md; secrets are not read here (they reach resources
 through ``dagster.EnvVar`` so they never appear in run config).
 """
 
@@ -62,7 +62,7 @@ def max_partitions_per_run() -> int:
     """How many mailbox-days a backfill puts into one run (``ATOM_MAX_PARTITIONS_PER_RUN``).
 
     Dagster costs ~0.33 s per run even in-process and 5-7 s per subprocess run, so one run per day would
-    cap a backfill far below the pipeline's speed (ARCHITECTURE.md, "Speed").
+    cap a backfill far below the pipeline's speed (docs/architecture.md, "Speed").
     """
     value = os.environ.get("ATOM_MAX_PARTITIONS_PER_RUN") or "31"
     if not value.isdigit() or int(value) < 1:
@@ -115,7 +115,7 @@ GRAPH_CREDENTIAL_VARS = ("ATOM_GRAPH_TENANT_ID", "ATOM_GRAPH_CLIENT_ID", "ATOM_G
 
 
 def graph_configured() -> bool:
-    """Graph is the mail source when its three credentials are set (ARCHITECTURE.md, "Contracts")."""
+    """Graph is the mail source when its three credentials are set (docs/architecture.md, "Contracts")."""
     return all(os.environ.get(name) for name in GRAPH_CREDENTIAL_VARS)
 
 

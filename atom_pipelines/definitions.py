@@ -27,7 +27,7 @@ def store_from_env() -> MailStore:
 
 
 def mail_source_from_env() -> MailSource:
-    """Graph when its three credentials are set, else the export directory (ARCHITECTURE.md, "Contracts")."""
+    """Graph when its three credentials are set, else the export directory (docs/architecture.md, "Contracts")."""
     if not config.graph_configured():
         return ExportMailSource(export_dir=str(config.mail_export_dir()))
     database_url = EnvVar("ATOM_DATABASE_URL") if os.environ.get("ATOM_DATABASE_URL") else config.database_url()

@@ -2,7 +2,7 @@
 
 Everything that knows the scheme lives here. The real work (fetch, clean, extract, link, store) takes a
 list of :class:`MailboxWindow` and never a partition key, so moving to tenant x day or day-with-mailboxes
-later touches only this module and the thin asset wrappers (see ARCHITECTURE.md, "Scale ceiling").
+later touches only this module and the thin asset wrappers (see docs/architecture.md, "Scale ceiling").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The Graph test server answers as Microsoft Graph and Entra ID answer (graph_api_facts.md), so the sync
-client written against it (atom_pipelines/mail/graph.py) is tested against the real protocol, not against
+"""The Graph test server answers as Microsoft Graph and Entra ID answer (docs/reference/graph_api_facts.md), so
+the sync client written against it (atom_pipelines/mail/msgraph.py) is tested against the real protocol, not against
 our own guess of it.
 
 Driven through the real ``msal`` and ``requests`` over real TLS: the client-credentials flow and MSAL's token

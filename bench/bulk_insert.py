@@ -13,7 +13,7 @@ Each method runs ``--repeat`` times (default 3) on a table that already holds th
 replace; the best time of each counts (the machine is shared and noisy; the best is the least disturbed).
 
 How to read the output. rows/s per method, and bulk's speed-up over each row-by-row way; the target
-(ARCHITECTURE.md) is bulk >= 10x row by row. The headline ratio is against the fastest row-by-row way, the
+(docs/architecture.md) is bulk >= 10x row by row. The headline ratio is against the fastest row-by-row way, the
 hardest comparison. A markdown table at the end is for the README.
 
     python bench/bulk_insert.py [--rows N] [--repeat R]

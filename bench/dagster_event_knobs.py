@@ -7,7 +7,7 @@ materialized again and again in ONE process, on one Dagster instance and one sto
 * DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS (one ASSET_MATERIALIZATION_PLANNED event per asset per run
   instead of one per partition; Dagster's source says that partitions of a failed run are then not marked
   failed),
-both read by Dagster at run time, so the settings can alternate inside one process (ARCHITECTURE.md: ratios
+both read by Dagster at run time, so the settings can alternate inside one process (docs/architecture.md: ratios
 against a baseline in the same process are what we trust on a shared machine). Rounds interleave the settings
 so drift in the machine's load hits each alike; the best round of each counts.
 

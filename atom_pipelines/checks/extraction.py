@@ -1,6 +1,6 @@
 """The checks of ``email_entities`` (extraction failed or found nothing) and ``llm_key_status`` (keys the
 provider accepts). Both are ERROR: a failed or empty extraction is exactly the silence this project exists
-to make loud (production_lessons.md)."""
+to make loud (docs/reference/production_lessons.md)."""
 
 from typing import Any
 

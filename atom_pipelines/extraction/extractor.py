@@ -1,6 +1,6 @@
 """The extractor resource: an ordered chain of providers, tried per message until one succeeds.
 
-Defense in depth, as the production post-mortem asked for it (production_lessons.md):
+Defense in depth, as the production post-mortem asked for it (docs/reference/production_lessons.md):
 1. routing: a reasoning model (o-series, or any model named in ``ATOM_LLM_REASONING_MODELS``) never gets
    an extraction request; it is left out of the chain with a warning (and shown in the key status);
 2. handler: every failed outcome (empty, None, truncated, refused, unparsable, invalid, transport, a
