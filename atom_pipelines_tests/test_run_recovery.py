@@ -44,13 +44,15 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -61,7 +63,13 @@ from dagster._core.test_utils import create_run_for_test, create_test_daemon_wor
 from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
 
-from atom_pipelines.deployment.run_launcher import RUN_WORKER_MACHINE_TAG, LocalRunLauncher, Machine, worker_gone_reason
+from atom_pipelines.deployment.run_launcher import (
+    BOOT_TIME_SLACK_S,
+    RUN_WORKER_MACHINE_TAG,
+    LocalRunLauncher,
+    Machine,
+    worker_gone_reason,
+)
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.store.schema import metadata as store_metadata
 from atom_pipelines_tests import conftest
@@ -153,29 +161,72 @@ def _zombie(process: subprocess.Popen) -> int:
     process.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        stat = Path(f"/proc/{process.pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] == "Z":
+        if psutil.Process(process.pid).status() == psutil.STATUS_ZOMBIE:
             return process.pid
         time.sleep(0.02)
     raise AssertionError(f"pid {process.pid} never became a zombie")
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the pid checks read Linux /proc")
 def test_worker_gone_reason_sees_exited_zombie_and_reused_pids(sleeper: subprocess.Popen) -> None:
     now = time.time()
     assert worker_gone_reason(sleeper.pid, reported_at=now) is None
+    # Reported a second after it started (the worker reports itself once it runs): the same process.
+    assert worker_gone_reason(sleeper.pid, reported_at=psutil.Process(sleeper.pid).create_time() + 1) is None
     # The same live process, reported an hour before it started: its pid was reused by another process.
     assert "now belongs to a process started" in worker_gone_reason(sleeper.pid, reported_at=now - 3600)
     dead = _dead_pid()
     assert worker_gone_reason(dead, reported_at=now) == f"no process has pid {dead}"
     zombie = _zombie(sleeper)
-    assert "has exited (state Z" in worker_gone_reason(zombie, reported_at=now)
+    assert worker_gone_reason(zombie, reported_at=now) == f"pid {zombie} has exited (status zombie, not reaped yet)"
 
 
-def _started_run(instance: DagsterInstance, pid: int | None, machine: Machine | None) -> str:
-    """A STARTED run as the launcher and Dagster's run worker leave it: the machine tag set at launch, and
-    the worker's "Started process for run" engine event (worded and shaped as dagster/_grpc/impl.py does)."""
-    tags = {RUN_WORKER_MACHINE_TAG: machine.to_tag()} if machine else {}
+def test_a_killed_worker_is_gone_once_killed_and_not_before() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    reported_at = time.time()
+    try:
+        assert worker_gone_reason(process.pid, reported_at) is None
+        process.kill()
+        # SIGKILL is delivered asynchronously: the process may run on for a moment, then it is a zombie
+        # until reaped. Gone from the moment it died, and never alive again.
+        deadline = time.monotonic() + 10
+        while (reason := worker_gone_reason(process.pid, reported_at)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reason == f"pid {process.pid} has exited (status zombie, not reaped yet)"
+    finally:
+        process.wait()
+    assert worker_gone_reason(process.pid, reported_at) == f"no process has pid {process.pid}"
+
+
+def _first_version_tag(machine: Machine) -> str:
+    """The tag as the launcher wrote it before boot times: the kernel's boot id instead."""
+    fields = {"boot_id": "6f1c2a9e-0000-4000-8000-000000000000", "hostname": machine.hostname}
+    return json.dumps({**fields, "pid_namespace": machine.pid_namespace}, sort_keys=True)
+
+
+def test_the_machine_tag_says_this_boot_and_reads_the_first_version() -> None:
+    here = Machine.current()
+    assert here.boot_time == psutil.boot_time() and here.hostname == socket.gethostname()
+    if sys.platform.startswith("linux"):
+        assert here.pid_namespace == os.readlink("/proc/self/ns/pid")
+    assert Machine.from_tag(here.to_tag()) == here
+    assert here.reboot_reason(here) is None
+    # The boot time moves with a wall-clock step; a few seconds is the same boot, an hour earlier is not.
+    stepped = Machine(here.hostname, here.pid_namespace, here.boot_time - BOOT_TIME_SLACK_S)
+    assert here.reboot_reason(stepped) is None
+    earlier = Machine(here.hostname, here.pid_namespace, here.boot_time - 3600)
+    assert "has restarted since the run was launched" in here.reboot_reason(earlier)
+    # The first version's tag (boot_id, no boot_time) still reads; its runs are checked by pid alone.
+    legacy = Machine.from_tag(_first_version_tag(here))
+    assert legacy == Machine(here.hostname, here.pid_namespace, None)
+    assert here.reboot_reason(legacy) is None
+
+
+def _started_run(instance: DagsterInstance, pid: int | None, machine: Machine | str | None) -> str:
+    """A STARTED run as the launcher and Dagster's run worker leave it: the machine tag set at launch (a
+    Machine, or the tag's text as an older launcher wrote it), and the worker's "Started process for run"
+    engine event (worded and shaped as dagster/_grpc/impl.py does)."""
+    tag = machine.to_tag() if isinstance(machine, Machine) else machine
+    tags = {RUN_WORKER_MACHINE_TAG: tag} if tag else {}
     run = create_run_for_test(instance, job_name="mail_to_links", status=DagsterRunStatus.STARTED, tags=tags)
     if pid is not None:
         instance.report_engine_event(f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid))
@@ -198,7 +249,6 @@ def _monitoring_instance(**overrides: object):
     )
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="the pid checks read Linux /proc")
 def test_run_monitoring_with_zero_one_and_many_runs(sleeper: subprocess.Popen) -> None:
     """Bug #4: housekeeping tested at its edges. Zero runs: nothing to do, no error. One run whose worker is
     gone: failed, saying why. Many: only the runs whose worker is provably gone are failed."""
@@ -223,12 +273,23 @@ def test_run_monitoring_with_zero_one_and_many_runs(sleeper: subprocess.Popen) -
                 "zombie": (_started_run(instance, _zombie(zombie_process), here), DagsterRunStatus.FAILURE),
                 # The machine rebooted since the launch: whatever holds that pid now is not the worker.
                 "rebooted": (
-                    _started_run(instance, sleeper.pid, Machine(here.hostname, "another-boot", here.pid_namespace)),
+                    _started_run(
+                        instance, sleeper.pid, Machine(here.hostname, here.pid_namespace, here.boot_time - 600)
+                    ),
+                    DagsterRunStatus.FAILURE,
+                ),
+                # A tag of the first version (boot_id, no boot time): still checked, by pid.
+                "first-version tag, alive": (
+                    _started_run(instance, sleeper.pid, _first_version_tag(here)),
+                    DagsterRunStatus.STARTED,
+                ),
+                "first-version tag, exited": (
+                    _started_run(instance, _dead_pid(), _first_version_tag(here)),
                     DagsterRunStatus.FAILURE,
                 ),
                 # Launched from another machine, or not by this launcher (no tag): not checkable, left alone.
                 "elsewhere": (
-                    _started_run(instance, dead_pid, Machine("other-host", here.boot_id, here.pid_namespace)),
+                    _started_run(instance, dead_pid, Machine("other-host", here.pid_namespace, here.boot_time)),
                     DagsterRunStatus.STARTED,
                 ),
                 "untagged": (_started_run(instance, dead_pid, None), DagsterRunStatus.STARTED),
@@ -286,26 +347,9 @@ def _shorten_monitoring(dagster_home: Path) -> dict:
     return settings
 
 
-def _children_by_parent() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children[int(stat[stat.rindex(")") + 2 :].split()[1])].append(int(entry.name))
-    return children
-
-
 def _process_tree(pid: int) -> list[int]:
     """``pid`` and every process below it."""
-    children, tree, todo = _children_by_parent(), [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo.extend(children.get(current, []))
-    return tree
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
 
 
 def _worker_pid(server: Server, run_id: str) -> int:

@@ -14,11 +14,11 @@ deployment (measured by ``atom_pipelines_tests/test_run_recovery.py``):
 
 How. Dagster's run worker reports its pid in the run's event log ("Started process for run (pid: N).").
 When the run's code server is on this machine (a unix socket or a loopback address, as Dagster records in
-the run's ``.dagster/grpc_info`` tag), ``launch_run`` tags the run with this machine (host name, boot id,
-pid namespace). The monitoring daemon's check then answers NOT_FOUND when the machine has rebooted since,
-or when that pid is gone, a zombie, or held by a process that started after the worker reported itself
-(pid reuse). Monitoring fails the run (``max_resume_run_attempts: 0``) and run retries re-execute it from
-failure.
+the run's ``.dagster/grpc_info`` tag), ``launch_run`` tags the run with this machine (host name, pid
+namespace, boot time). A worker is that machine's boot plus its pid and start time (psutil reads both), so
+the monitoring daemon's check answers NOT_FOUND when the machine has rebooted since, or when no process has
+that pid, the process is a zombie, or it started after the worker reported itself (pid reuse). Monitoring
+fails the run (``max_resume_run_attempts: 0``) and run retries re-execute it from failure.
 
 Limits. The daemon that checks must be the one that launched (same host and pid namespace), as with the
 queued run coordinator in ``dagster.yaml``, where the daemon launches every run. A run whose code server
@@ -33,9 +33,11 @@ import json
 import logging
 import os
 import socket
+import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Any
 
+import psutil
 from dagster import DefaultRunLauncher
 from dagster._core.events import DagsterEventType
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
@@ -49,53 +51,70 @@ RUN_WORKER_MACHINE_TAG = "atom/run_worker_machine"
 #: How Dagster's run worker announces itself (dagster/_grpc/impl.py, dagster/_cli/api.py), with a "pid" entry.
 WORKER_STARTED_PREFIX = "Started process for run (pid: "
 #: A process that started this long after the worker reported its pid is another process with a reused pid.
-#: Generous: /proc's boot time has whole seconds, and the wall clock may have been adjusted since boot.
+#: Generous: a process's start time is the boot time (whole seconds) plus clock ticks since boot, and the
+#: wall clock may have been stepped since boot (psutil documents both times as subject to NTP).
 PID_REUSE_SLACK_S = 60.0
+#: The boot time moves when the wall clock is stepped (it is the wall clock minus the time since boot), by
+#: well under a second under NTP. A reboot moves it by the old boot's uptime plus the downtime, far more:
+#: the daemon alone takes seconds to start before it launches anything. A reboot within the slack is still
+#: caught by the pid check (no such pid, or a pid started after the worker reported itself).
+BOOT_TIME_SLACK_S = 5.0
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
-_PROC = Path("/proc")
 
+def _pid_namespace() -> str | None:
+    """The pid namespace of this process (``pid:[4026531836]``); None where the platform has none.
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""  # not Linux: the field stays empty and compares equal everywhere
+    On Linux an unreadable namespace raises: a made-up value would compare equal between two namespaces,
+    and a pid from one would be looked up in the other."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return os.readlink("/proc/self/ns/pid")  # psutil has no namespace API
 
 
 @dataclass(frozen=True)
 class Machine:
-    """What gives a pid its meaning: the host, its current boot, and the pid namespace."""
+    """What gives a pid its meaning: the host, its pid namespace, and its current boot.
+
+    The tag is this as JSON. Its first version carried the kernel's ``boot_id`` instead of ``boot_time``,
+    read as "" when it could not be read, so an unreadable boot id compared equal after a reboot and a dead
+    run stayed STARTED. ``boot_time`` comes from psutil on every platform, and a tag of the first version
+    (no ``boot_time``) is still read: its runs are checked by pid, which also catches a reboot (every process
+    of a new boot started after the worker reported itself)."""
 
     hostname: str
-    boot_id: str
-    pid_namespace: str
+    pid_namespace: str | None
+    #: ``psutil.boot_time()`` (epoch seconds) at launch; None in a first-version tag.
+    boot_time: float | None
 
     @classmethod
     def current(cls) -> Machine:
-        try:
-            pid_namespace = os.readlink(_PROC / "self" / "ns" / "pid")
-        except OSError:
-            pid_namespace = ""
-        return cls(
-            hostname=socket.gethostname(),
-            boot_id=_read_text(_PROC / "sys" / "kernel" / "random" / "boot_id"),
-            pid_namespace=pid_namespace,
-        )
+        """This machine now; raises OSError (or psutil's RuntimeError) when it cannot tell, never guesses."""
+        return cls(hostname=socket.gethostname(), pid_namespace=_pid_namespace(), boot_time=psutil.boot_time())
 
     def to_tag(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_tag(cls, value: str) -> Machine:
-        return cls(**json.loads(value))
+        fields: dict[str, Any] = json.loads(value)
+        return cls(
+            hostname=fields["hostname"],
+            pid_namespace=fields.get("pid_namespace"),
+            boot_time=fields.get("boot_time"),  # absent in a first-version tag, whose boot_id is not compared
+        )
 
-
-def _boot_time() -> float:
-    for line in (_PROC / "stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise RuntimeError("/proc/stat has no btime line")
+    def reboot_reason(self, launched_on: Machine) -> str | None:
+        """Why this machine (now) has booted again since ``launched_on`` was read on it; None if it has not,
+        or if a first-version tag cannot say (its runs are left to the pid check)."""
+        if launched_on.boot_time is None or self.boot_time is None:
+            return None
+        if self.boot_time <= launched_on.boot_time + BOOT_TIME_SLACK_S:
+            return None
+        return (
+            f"{self.hostname} has restarted since the run was launched (booted at {_iso(launched_on.boot_time)}, "
+            f"now at {_iso(self.boot_time)})"
+        )
 
 
 def _iso(timestamp: float) -> str:
@@ -103,26 +122,23 @@ def _iso(timestamp: float) -> str:
 
 
 def worker_gone_reason(pid: int, reported_at: float) -> str | None:
-    """Why the process that reported itself as ``pid`` at ``reported_at`` (epoch seconds) no longer runs;
-    None while it still does. Linux reads /proc (exited, zombie, pid reused); elsewhere only existence."""
-    if not (_PROC / "self" / "stat").exists():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return f"no process has pid {pid}"
-        except PermissionError:
-            pass  # it exists, under another user
-        return None
+    """Why the run worker that reported itself as ``pid`` at ``reported_at`` (epoch seconds) no longer runs;
+    None while it still does.
+
+    A worker is its pid on this machine plus its start time: gone when no process has the pid, when the
+    process is a zombie (exited, not reaped), or when the process holding the pid started after the worker
+    reported itself (the pid was reused, or the machine rebooted). psutil raises AccessDenied for a process
+    it may not read: that is left to raise, since a worker run as another user would look gone."""
     try:
-        stat = (_PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        process = psutil.Process(pid)
+        status = process.status()
+        started_at = process.create_time()
+    except psutil.ZombieProcess:  # before NoSuchProcess, its base class; raised where a zombie hides its fields
+        return f"pid {pid} has exited (a zombie, not reaped yet)"
+    except psutil.NoSuchProcess:
         return f"no process has pid {pid}"
-    # Fields after the parenthesized command name (which may hold spaces): state is field 3, starttime 22.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    state, start_ticks = fields[0], int(fields[19])
-    if state in ("Z", "X"):
-        return f"pid {pid} has exited (state {state}, not reaped yet)"
-    started_at = _boot_time() + start_ticks / os.sysconf("SC_CLK_TCK")
+    if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+        return f"pid {pid} has exited (status {status}, not reaped yet)"
     if started_at > reported_at + PID_REUSE_SLACK_S:
         return (
             f"pid {pid} now belongs to a process started at {_iso(started_at)}, after the run worker "
@@ -148,16 +164,28 @@ class LocalRunLauncher(DefaultRunLauncher):
         run_id = context.dagster_run.run_id
         launched = self._instance.get_run_by_id(run_id)
         grpc_info = json.loads(launched.tags.get(GRPC_INFO_TAG) or "{}") if launched else {}
-        if _code_server_is_local(grpc_info):
-            self._instance.add_run_tags(run_id, {RUN_WORKER_MACHINE_TAG: Machine.current().to_tag()})
-        else:
-            self._instance.report_engine_event(
-                f"Run monitoring cannot check this run's worker: its code server ({grpc_info or 'unknown'}) "
-                f"is not on this machine, and {type(self).__name__} checks workers by pid. If the worker dies "
-                "with its code server, the run stays STARTED until it is failed by hand.",
+        if not _code_server_is_local(grpc_info):
+            self._not_checkable(
                 context.dagster_run,
-                cls=type(self),
+                f"its code server ({grpc_info or 'unknown'}) is not on this machine, and {type(self).__name__} "
+                "checks workers by pid",
             )
+            return
+        try:
+            machine = Machine.current()
+        except (OSError, RuntimeError) as exc:
+            # The run is launched already: raising here would have the daemon fail a run whose worker runs.
+            self._not_checkable(context.dagster_run, f"this machine cannot be identified ({exc})")
+            return
+        self._instance.add_run_tags(run_id, {RUN_WORKER_MACHINE_TAG: machine.to_tag()})
+
+    def _not_checkable(self, run: DagsterRun, why: str) -> None:
+        self._instance.report_engine_event(
+            f"Run monitoring cannot check this run's worker: {why}. If the worker dies with its code server, "
+            "the run stays STARTED until it is failed by hand.",
+            run,
+            cls=type(self),
+        )
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         tag = run.tags.get(RUN_WORKER_MACHINE_TAG)
@@ -170,12 +198,9 @@ class LocalRunLauncher(DefaultRunLauncher):
                 WorkerStatus.RUNNING,
                 f"launched from {launched_on}, checked from {here}: worker not checkable; assumed running",
             )
-        if launched_on.boot_id != here.boot_id:
-            return CheckRunHealthResult(
-                WorkerStatus.NOT_FOUND,
-                f"{here.hostname} has restarted since the run was launched (boot id {launched_on.boot_id}, "
-                f"now {here.boot_id}): its run worker is gone",
-            )
+        rebooted = here.reboot_reason(launched_on)
+        if rebooted is not None:
+            return CheckRunHealthResult(WorkerStatus.NOT_FOUND, f"{rebooted}: its run worker is gone")
         reported = self._reported_worker(run.run_id)
         if reported is None:
             # STARTED is reported by the worker after it reports its pid, so this should not happen.
