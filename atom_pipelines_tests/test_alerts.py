@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -36,8 +37,10 @@ from dagster import (
 )
 
 from atom_pipelines.alerts import (
+    Alert,
     AlertChannels,
     AlertConfigError,
+    AlertDeliveryError,
     AlertsNotDelivered,
     FailingPartition,
     alert_channels_from_env,
@@ -510,3 +513,60 @@ def test_a_quote_is_one_line_within_the_limit_and_never_loses_a_long_word() -> N
     blob = quote('{"error":"' + "x" * 1000 + '"}')
     assert len(blob) == QUOTE_CHARS and blob.startswith('{"error":"xxx')
     assert quote("token=s3cret refused", "s3cret") == "token=<secret> refused"
+
+
+SLACK_PATH = "/services/T0/B0/slack-s3cret"
+ALERT = Alert(
+    alert_id="run:r1",
+    kind="run",
+    severity="ERROR",
+    headline="[ERROR] run failed",
+    summary=("failed step(s) (1): outlook_messages",),
+    run_id="r1",
+    run_url=f"{UI}/runs/r1",
+)
+
+
+def test_slack_gets_its_webhook_json_and_a_refusal_says_the_status_and_body_never_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG), WebhookReceiver() as slack:
+        channels = AlertChannels(slack_webhook_url=slack.url(SLACK_PATH))
+        channels.send("slack", ALERT)
+        (post,) = slack.posts
+        # Slack's incoming-webhook request: a JSON POST of {"text": ...} to the webhook's own path.
+        assert post.path == SLACK_PATH and post.headers["Content-Type"].startswith("application/json")
+        assert post.json == {"text": ALERT.text}
+
+        slack.answer(403, "invalid_token")  # what Slack answers for a revoked webhook
+        with pytest.raises(AlertDeliveryError) as refused:
+            channels.send("slack", ALERT)
+    assert (refused.value.channel, refused.value.reason) == ("slack", "HTTP 403 invalid_token")
+    assert len(slack.posts) == 2  # one POST each: slack_sdk's own retries are off, the next tick retries
+    assert "s3cret" not in caplog.text  # slack_sdk logs the URL at DEBUG unless its logger is kept at INFO
+
+
+def test_an_unreachable_or_silent_slack_fails_with_urllibs_reason_and_without_the_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # slack_sdk sends with urllib: a refused connection is a URLError around the socket's error.
+    refusing = AlertChannels(slack_webhook_url=f"http://127.0.0.1:{_closed_port()}{SLACK_PATH}")
+    with caplog.at_level(logging.DEBUG), pytest.raises(AlertDeliveryError) as unreachable:
+        refusing.send("slack", ALERT)
+    assert str(unreachable.value) == "slack: URLError: Connection refused"
+    assert unreachable.value.__context__ is None and "s3cret" not in caplog.text
+
+    # A server that takes the connection and never answers: urllib's read times out.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        waiting = AlertChannels(
+            slack_webhook_url=f"http://127.0.0.1:{silent.getsockname()[1]}{SLACK_PATH}", timeout_seconds=0.5
+        )
+        with pytest.raises(AlertDeliveryError) as timed_out:
+            waiting.send("slack", ALERT)
+    assert str(timed_out.value) == "slack: TimeoutError: no answer in time"
+
+    with pytest.raises(AlertDeliveryError) as not_http:
+        AlertChannels(slack_webhook_url=f"file:///etc{SLACK_PATH}").send("slack", ALERT)
+    assert str(not_http.value) == "slack: the webhook URL is not an http(s) URL"

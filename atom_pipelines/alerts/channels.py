@@ -1,10 +1,12 @@
 """Where alerts go: the ``alert_channels`` resource and its Teams, Slack and SMTP delivery."""
 
+import logging
 import os
 import smtplib
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
+from http.client import HTTPException
 from typing import Any
 from urllib.parse import urlparse
 
@@ -18,6 +20,8 @@ from dagster_msteams.card import Card
 from dagster_msteams.client import TeamsClient
 from dagster_msteams.utils import MSTeamsHyperlink, build_message_with_link
 from pydantic import Field
+from slack_sdk.errors import SlackRequestError
+from slack_sdk.webhook import WebhookClient
 
 from atom_pipelines.alerts.model import Alert, quote
 
@@ -41,11 +45,19 @@ class AlertDeliveryError(Exception):
         self.reason = reason
 
 
-def _transport_reason(exc: requests.RequestException) -> str:
-    """Why a request got no answer, without the URL: requests and urllib3 put the URL (whose path is the
-    webhook's secret) into their messages, so only the exception type and the socket's own reason are kept."""
+#: slack_sdk logs the webhook URL (whose path is the secret) at DEBUG, when its logger's own level is DEBUG or
+#: unset; an explicit INFO level keeps that line from being written whatever the root logger's level is.
+_SLACK_SDK_LOG = logging.getLogger(f"{__name__}.slack_sdk")
+_SLACK_SDK_LOG.setLevel(logging.INFO)
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """Why a request got no answer, without the URL: requests, urllib3 and urllib (under slack_sdk) put the URL
+    (whose path is the webhook's secret) into their messages, so only the exception type and the socket's own
+    reason are kept."""
     pending: list[BaseException] = [exc]
     seen: set[int] = set()
+    timed_out = False
     while pending:
         cause = pending.pop(0)
         if id(cause) in seen:
@@ -53,11 +65,12 @@ def _transport_reason(exc: requests.RequestException) -> str:
         seen.add(id(cause))
         if isinstance(cause, OSError) and cause.strerror:
             return f"{type(exc).__name__}: {cause.strerror}"
+        timed_out = timed_out or isinstance(cause, requests.Timeout | TimeoutError)
         # requests wraps urllib3's MaxRetryError (in args), which holds the socket error in .reason or as
-        # the cause of its own reason.
+        # the cause of its own reason; urllib's URLError holds it in .reason.
         linked = [getattr(cause, "reason", None), cause.__cause__, cause.__context__, *cause.args]
         pending += [item for item in linked if isinstance(item, BaseException)]
-    if isinstance(exc, requests.Timeout):
+    if timed_out:
         return f"{type(exc).__name__}: no answer in time"
     return type(exc).__name__
 
@@ -71,8 +84,8 @@ class AlertChannels(ConfigurableResource):
     """
 
     teams_webhook_url: str | None = Field(default=None, description="Teams incoming webhook (Workflows or legacy).")
-    # Slack incoming webhook: a POST of {"text": ...}. dagster-slack only speaks the Web API with a bot
-    # token (chat.postMessage), which an incoming webhook does not have, so it does not fit here.
+    # Slack incoming webhook: a POST of {"text": ...}, through slack_sdk's WebhookClient. dagster-slack only
+    # speaks the Web API with a bot token (chat.postMessage), which an incoming webhook does not have.
     slack_webhook_url: str | None = Field(default=None, description="Slack incoming webhook.")
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -121,7 +134,7 @@ class AlertChannels(ConfigurableResource):
         if channel == "teams":
             self._send_teams(alert)
         elif channel == "slack":
-            self._post_json("slack", self.slack_webhook_url or "", {"text": alert.text})
+            self._send_slack(alert)
         elif channel == "email":
             self._send_email(alert)
         else:
@@ -149,6 +162,26 @@ class AlertChannels(ConfigurableResource):
             card.add_attachment(build_message_with_link(False, "Run:", link))
         # A legacy connector answers 200 with the body "1"; anything else means the card was not posted.
         self._post_json("teams", url, card.payload, expect_body="1" if legacy else None)
+
+    def _send_slack(self, alert: Alert) -> None:
+        url = self.slack_webhook_url or ""
+        # No retries of its own (slack_sdk retries a reset connection once by default, after which Slack may
+        # have posted the message already): the sensor's next tick retries, and its ledger posts no alert twice.
+        client = WebhookClient(url, timeout=self.timeout_seconds, retry_handlers=[], logger=_SLACK_SDK_LOG)
+        try:
+            response = client.send(text=alert.text)
+        except SlackRequestError:
+            # Its message holds the URL.
+            reason = "the webhook URL is not an http(s) URL"
+        except (OSError, HTTPException) as exc:
+            # urllib's URLError (an OSError: refused, DNS, TLS), a timeout, or a connection dropped mid-answer.
+            reason = _transport_reason(exc)
+        else:
+            if 200 <= response.status_code < 300:
+                return
+            reason = f"HTTP {response.status_code} {quote(response.body or '', url)}".strip()
+        # Raised outside the except block: the urllib exception, whose chain may hold the URL, is not chained.
+        raise AlertDeliveryError("slack", reason)
 
     def _post_json(self, channel: str, url: str, payload: Mapping[str, Any], expect_body: str | None = None) -> None:
         try:
