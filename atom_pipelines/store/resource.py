@@ -2,73 +2,38 @@
 
 Assets hand data to each other through these tables, not through an IO manager, because a backfill run
 writes many partitions at once and the default IO managers cannot store a multi-partition range.
-Every write replaces exactly the rows of the partitions it covers, in one transaction, with bulk inserts.
+Every write replaces exactly the rows of the partitions it covers, in one transaction, with bulk inserts
+(on PostgreSQL, COPY through psycopg 3: see ``engine.py`` for how URLs map to that driver).
+
+The schema is checked once per database and process on the first use of ``MailStore.engine``
+(``migrate.ensure_schema``): an empty database is created at head, anything not at head is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
-import json
-import threading
+import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
+import psycopg
 from dagster import ConfigurableResource
+from psycopg import sql
+from psycopg.types.json import Json
 from pydantic import Field
-from sqlalchemy import Connection, Engine, Table, and_, create_engine, delete, event, func, or_, select
+from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from atom_pipelines import config
 from atom_pipelines.partitions import MailboxWindow
 from atom_pipelines.store import schema
-
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
+from atom_pipelines.store.engine import dispose_engine as dispose_engine
+from atom_pipelines.store.engine import engine_for as engine_for
+from atom_pipelines.store.migrate import ensure_schema
 
 #: Rows per INSERT statement batch; SQLAlchemy's insertmanyvalues packs them into multi-row VALUES.
 INSERT_CHUNK = 5_000
-
-
-def engine_for(url: str) -> Engine:
-    """One engine (and pool) per database per process; creates the tables on first use."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _create_engine(url)
-            schema.metadata.create_all(engine)
-            _engines[url] = engine
-        return engine
-
-
-def dispose_engine(url: str) -> None:
-    """Close and forget the engine of a database (before dropping it, in tests and tools)."""
-    with _engines_lock:
-        engine = _engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-
-
-def _create_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Runs are separate processes writing one file: wait for the lock instead of failing at once.
-        engine = create_engine(url, connect_args={"timeout": 60})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
 
 
 def _partition_filter(table: Table, windows: Sequence[MailboxWindow]):
@@ -86,11 +51,18 @@ class StoredVersion(NamedTuple):
 class MailStore(ConfigurableResource):
     """The pipeline's tables. The URL may hold a password: pass it as ``EnvVar`` so the UI shows the name."""
 
-    database_url: str = Field(default_factory=config.database_url, description="SQLAlchemy URL (ATOM_DATABASE_URL).")
+    # No default: the code location passes ATOM_DATABASE_URL or the settings' SQLite file (resources.py); a
+    # default here would silently be another database than the code location's.
+    database_url: str = Field(description="SQLAlchemy URL (ATOM_DATABASE_URL).")
 
     @property
     def engine(self) -> Engine:
-        return engine_for(self.database_url)
+        """The database's engine; the first use in a process checks its schema (creating an empty one)."""
+        return ensure_schema(self.database_url)
+
+    def check_schema(self) -> None:
+        """Raise ``StoreSchemaOutOfDate`` now, not at the first write, if the database needs an upgrade."""
+        ensure_schema(self.database_url)
 
     @property
     def dialect(self) -> str:
@@ -266,35 +238,33 @@ def _bulk_insert(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any
 
 
 def _copy_into(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
-    """PostgreSQL's COPY, inside the caller's transaction: 10x and more over executemany of INSERTs."""
-    columns = [column.name for column in table.columns]
-    buffer = io.StringIO()
-    count = 0
-    for row in rows:
-        buffer.write(",".join(_csv_field(row.get(name)) for name in columns))
-        buffer.write("\n")
-        count += 1
-    if not count:
+    """PostgreSQL's COPY through psycopg 3, inside the caller's transaction: 10x and more over INSERTs.
+
+    psycopg adapts each value (dates, aware datetimes, bools, numbers, None as NULL) to COPY's text format.
+    A dict or list would be taken for a PostgreSQL array or fail: it is wrapped in ``Json``, which COPY
+    hands to the column as JSON text (the ``JSON`` columns, e.g. ``messages.to_recipients``, hold lists).
+    """
+    iterator = iter(rows)
+    first = next(iterator, None)
+    if first is None:
         return
-    buffer.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
+    columns = [column.name for column in table.columns]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(sql.Identifier(name) for name in columns)
+    )
+    driver_connection = conn.connection.driver_connection
+    if not isinstance(driver_connection, psycopg.Connection):
+        raise TypeError(f"COPY needs a psycopg 3 connection, the store's engine gave {type(driver_connection)!r}")
     try:
-        names = ", ".join(f'"{name}"' for name in columns)
-        cursor.copy_expert(f'COPY "{table.name}" ({names}) FROM STDIN WITH (FORMAT csv)', buffer)
-    finally:
-        cursor.close()
+        with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in itertools.chain((first,), iterator):
+                copy.write_row([_copy_value(row.get(name)) for name in columns])
+    except psycopg.Error as exc:
+        # As SQLAlchemy would raise it for an INSERT (IntegrityError for a duplicate key, ...), with the table.
+        raise DBAPIError.instance(
+            statement.as_string(driver_connection), None, exc, psycopg.Error, dialect=conn.dialect
+        ) from exc
 
 
-def _csv_field(value: Any) -> str:
-    """One CSV field for COPY: NULL unquoted and empty, every value quoted (so '' stays an empty string)."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, dt.date | dt.datetime):
-        text = value.isoformat()
-    elif isinstance(value, dict | list):
-        text = json.dumps(value)
-    else:
-        text = str(value)
-    return '"' + text.replace('"', '""') + '"'
+def _copy_value(value: Any) -> Any:
+    return Json(value) if isinstance(value, dict | list) else value

@@ -1,0 +1,1 @@
+"""The store's revisions, ``NNNN_what.py``; Alembic skips this file."""
