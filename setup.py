@@ -10,6 +10,9 @@ setup(
     version="0.1.0",
     description="Outlook mail -> LLM-extracted entities -> neural links -> one entity graph, as Dagster assets",
     packages=find_packages(exclude=["atom_pipelines_tests", "atom_pipelines_tests.*", "bench"]),
+    # Alembic's template for new revisions (`python -m atom_pipelines.store revision`); the migrations
+    # themselves are .py files of the atom_pipelines.store.migrations packages.
+    package_data={"atom_pipelines.store.migrations": ["script.py.mako"]},
     python_requires=">=3.11",
     install_requires=[
         f"dagster=={DAGSTER_VERSION}",
