@@ -4,11 +4,13 @@ What it measures. The same N rows of the ``entities`` table (default 20,000; rea
 extractor's entity mentions of the corpus, as ``email_entities`` stores them) are written into a
 throwaway database ``atom_bench_<random>`` on 127.0.0.1:5432 (dropped afterwards):
 * bulk: ``MailStore.replace_partitions``: delete the partitions' rows, then the store's bulk insert, in one
-  transaction (on PostgreSQL ``COPY ... FROM STDIN`` of a CSV buffer since commit 7cfab42; executemany of
+  transaction (on PostgreSQL ``COPY ... FROM STDIN``: rows through psycopg 3's ``cursor.copy``/``write_row``
+  since c2ea0e3, a hand-encoded CSV buffer through psycopg2's ``copy_expert`` from 7cfab42; executemany of
   INSERTs in chunks of INSERT_CHUNK before, and still on SQLite);
 * row by row, three ways, each: the same delete, then one INSERT statement per row, in one transaction:
   ``conn.execute(table.insert().values(**row))``, ``conn.execute(table.insert(), row)`` (one compiled statement,
-  one parameter set per call), and a raw psycopg2 ``cursor.execute`` per row (no SQLAlchemy at all).
+  one parameter set per call), and a raw psycopg (3, the store's driver) ``cursor.execute`` per row (no
+  SQLAlchemy at all).
 Each method runs ``--repeat`` times (default 3) on a table that already holds the rows, so every write is a
 replace; the best time of each counts (the machine is shared and noisy; the best is the least disturbed).
 
@@ -142,7 +144,7 @@ def main() -> int:
     url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
         store = MailStore(database_url=url)
-        engine = store.engine  # creates the tables
+        engine = store.engine  # the database is empty: the store creates its schema (migrations to head)
         delete = sa.delete(TABLE).where(
             sa.or_(*(sa.and_(TABLE.c.mailbox == w.mailbox, TABLE.c.day.in_(w.days)) for w in windows))
         )
@@ -177,7 +179,7 @@ def main() -> int:
             f"bulk: MailStore.replace_partitions ({BULK_WAY})": bulk,
             "row by row: conn.execute(insert().values(**row))": row_values,
             "row by row: conn.execute(insert(), row)": row_params,
-            "row by row: psycopg2 cursor.execute(sql, row)": row_dbapi,
+            "row by row: psycopg cursor.execute(sql, row)": row_dbapi,
         }
         bulk()  # warm: pool, table, statement caches; from here on every write replaces existing rows
         best: dict[str, float] = {}
