@@ -1,7 +1,9 @@
 """Tables of the store. Primary keys come from the data (Graph ids, canonical entity keys), never positions.
 
 Every partitioned table carries ``mailbox`` and ``day`` so a partition write can replace exactly its rows.
-``metadata.create_all`` is the migration for now: the schema is young and has no deployed data to move.
+Deployed databases are upgraded by the Alembic revisions in ``migrations/versions/``, never by
+``create_all``: a change here needs a revision that makes it (store/README.md, "Adding a migration"), and
+``test_store_migrations.py`` fails until the revisions produce exactly these tables.
 """
 
 from __future__ import annotations
