@@ -1,14 +1,51 @@
-"""Deployment settings read from the environment, in one place.
+"""Every setting the package reads from the environment, in one validated model: :class:`Settings`.
 
-Every setting here is a contract in docs/architecture.md; secrets are not read here (they reach resources
-through ``dagster.EnvVar`` so they never appear in run config).
+:func:`load_settings` reads and validates them. The code location calls it when it loads (``partitions.py``
+and ``definitions.py`` at import), so a bad value stops the load with one :class:`SettingsError` that names
+every bad variable, the value given and what the variable accepts, instead of failing each run later.
+
+Secrets are not values here: for the three Graph credentials, ``OPENAI_API_KEY``, the Teams and Slack
+webhook URLs and the SMTP password the model records only the name of the variable that holds one (None
+when unset), and ``resources.py`` passes them to the resources as ``dagster.EnvVar``, so no secret reaches
+run config, the UI or an error message. No other module reads ``os.environ`` for an ``ATOM_*`` variable
+(``atom_pipelines_tests/test_settings.py`` holds every module to that).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+import re
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+# The settings check ATOM_LLM_CHAIN and ATOM_LLM_KEYS with the extractor's own grammar (stdlib only, no
+# clients), so the load and the runs cannot disagree on what a valid chain is (.importlinter allows it).
+from atom_pipelines.extraction.chain import (
+    DEFAULT_CHAIN_WITH_KEY,
+    DEFAULT_CHAIN_WITHOUT_KEY,
+    DEFAULT_KEY_ENV,
+    is_reasoning_model,
+    parse_chain,
+    parse_key_map,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,128 +53,518 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPORT_DIR = REPO_ROOT / "data"
 
 #: The corpus and the sample begin in December 2000; deployments set their own start.
-DEFAULT_START_DATE = "2000-12-01"
+DEFAULT_START_DATE = dt.date(2000, 12, 1)
+
+ENV_PREFIX = "ATOM_"
+
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
 
 
-def dagster_home() -> Path:
-    """The Dagster home the local instance uses; the SQLite store defaults to a file inside it."""
-    return Path(os.environ.get("DAGSTER_HOME") or REPO_ROOT / ".dagster_home")
+# -- the value types: one parser per kind, shared by every variable of that kind --------------------------
 
 
-def mail_export_dir() -> Path:
-    return Path(os.environ.get("ATOM_MAIL_EXPORT_DIR") or DEFAULT_EXPORT_DIR)
-
-
-def database_url() -> str:
-    url = os.environ.get("ATOM_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{dagster_home() / 'atom_pipelines.sqlite'}"
-
-
-def _parse_day(name: str, value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValueError(f"{name}={value!r} is not a date in YYYY-MM-DD form") from exc
-
-
-def partition_start_date() -> dt.date:
-    """First UTC day of the ``date`` partition dimension (``ATOM_START_DATE``)."""
-    return _parse_day("ATOM_START_DATE", os.environ.get("ATOM_START_DATE") or DEFAULT_START_DATE)
-
-
-def partition_end_date() -> dt.date | None:
-    """Optional exclusive last day (``ATOM_END_DATE``), for deployments that only hold a finished export."""
-    value = os.environ.get("ATOM_END_DATE")
-    return _parse_day("ATOM_END_DATE", value) if value else None
-
-
-def graph_export_dir() -> Path:
-    """Where ``entity_graph`` writes its GraphML export (``ATOM_GRAPH_EXPORT_DIR``)."""
-    return Path(os.environ.get("ATOM_GRAPH_EXPORT_DIR") or dagster_home() / "exports")
-
-
-def max_partitions_per_run() -> int:
-    """How many mailbox-days a backfill puts into one run (``ATOM_MAX_PARTITIONS_PER_RUN``).
-
-    Dagster costs ~0.33 s per run even in-process and 5-7 s per subprocess run, so one run per day would
-    cap a backfill far below the pipeline's speed (docs/architecture.md, "Speed").
-    """
-    value = os.environ.get("ATOM_MAX_PARTITIONS_PER_RUN") or "31"
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"ATOM_MAX_PARTITIONS_PER_RUN={value!r} must be a positive integer")
-    return int(value)
-
-
-def max_none_found_share() -> float:
-    """Above this share of messages with text answered 'nothing here', a partition is suspicious
-    (``ATOM_MAX_NONE_FOUND_SHARE``, WARN check ``none_found_share_sane``)."""
-    value = float(os.environ.get("ATOM_MAX_NONE_FOUND_SHARE") or 0.5)
-    if not 0 <= value <= 1:
-        raise ValueError(f"ATOM_MAX_NONE_FOUND_SHARE={value} must be between 0 and 1")
+def _boolean(value: Any) -> Any:
+    """The one boolean parser: true/false, 1/0, yes/no, on/off, in any case (pydantic's own bool also takes
+    t/f/y/n, which reads like a typo in a deployment file)."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise PydanticCustomError("boolean_word", "not a boolean word")
     return value
 
 
-def _int_setting(name: str, default: int, low: int, high: int | None, meaning: str) -> int:
-    """An integer setting in ``[low, high]``; a bad value stops the code location from loading, naming it."""
-    value = (os.environ.get(name) or "").strip() or str(default)
+def _whole_number(value: Any) -> Any:
+    # pydantic's int takes "6.0"; a setting that says 6.0 was probably meant as something else.
+    if isinstance(value, str):
+        if not re.fullmatch(r"[+-]?\d+", value.strip()):
+            raise PydanticCustomError("whole_number", "not a whole number")
+        return int(value.strip())
+    return value
+
+
+def _iso_day(value: Any) -> Any:
+    # date.fromisoformat also reads 20001201 and 2000-W48-5; a partition start is written YYYY-MM-DD.
+    if isinstance(value, str):
+        text = value.strip()
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise PydanticCustomError("iso_day", "not YYYY-MM-DD")
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError as exc:
+            raise PydanticCustomError("iso_day", "no such day") from exc
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
+
+
+def _http_url(value: Any) -> Any:
+    if isinstance(value, str):
+        parsed = urlparse(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise PydanticCustomError("http_url", "not an http(s) URL with a host")
+        return value.strip()
+    return value
+
+
+def _key_map(value: Any) -> Any:
+    # ChainConfigError is a ValueError: pydantic reports its message, which names the bad entry.
+    return parse_key_map(value) if isinstance(value, str) else value
+
+
+Boolean = Annotated[bool, BeforeValidator(_boolean)]
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+IsoDay = Annotated[dt.date, BeforeValidator(_iso_day)]
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+KeyMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_key_map)]
+
+
+def _setting(
+    default: Any = None,
+    *,
+    accepts: str,
+    description: str,
+    alias: str | None = None,
+    sensitive: bool = False,
+    derived: bool = False,
+    **constraints: Any,
+) -> Any:
+    """A field with what it accepts (for error messages and the README) and what it means.
+
+    ``derived``: the default depends on other settings; the field's validator computes it from None.
+    ``sensitive``: its value may hold a password, so errors do not show it and repr leaves it out.
+    """
+    extra: dict[str, Any] = {"accepts": accepts, "sensitive": sensitive}
+    return Field(
+        default,
+        description=description,
+        validation_alias=alias,
+        json_schema_extra=extra,
+        validate_default=derived,
+        repr=not sensitive,
+        **constraints,
+    )
+
+
+def _secret(name: str, description: str) -> Any:
+    """A secret: the model holds the name of the variable it was found under, never its value."""
+    extra = {
+        "accepts": "a secret (any value): passed to resources as EnvVar, never held by the settings",
+        "secret": name,
+    }
+    return Field(None, description=description, validation_alias=name, json_schema_extra=extra)
+
+
+class Settings(BaseSettings):
+    """The deployment's settings. Field order matters: a field's validator sees only the fields above it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        # A variable set but empty means "the default", as `${NAME:-default}` reads in a shell.
+        env_ignore_empty=True,
+        # Our own message (SettingsError) shows the values it may show; pydantic's would show them all.
+        hide_input_in_errors=True,
+        frozen=True,
+    )
+
+    _database_url_var: str | None = PrivateAttr(default=None)
+
+    # -- where things live ---------------------------------------------------------------------------------
+    dagster_home: Path = _setting(
+        REPO_ROOT / ".dagster_home",
+        alias="DAGSTER_HOME",
+        accepts="a directory path",
+        description="the Dagster instance directory; the SQLite store and the GraphML export default into it",
+    )
+    database_url: str = _setting(
+        derived=True,
+        sensitive=True,
+        accepts="a SQLAlchemy database URL, e.g. postgresql+psycopg2://user:password@host/db",
+        description="the store; passed to resources as EnvVar when set, so the UI shows only the variable's name",
+    )
+    mail_export_dir: Path = _setting(
+        DEFAULT_EXPORT_DIR,
+        accepts="a directory path",
+        description="directory of *.jsonl Graph message objects with a mailbox field (the source without Graph)",
+    )
+    graph_export_dir: Path = _setting(
+        derived=True,
+        accepts="a directory path",
+        description="where entity_graph writes entity_graph.graphml",
+    )
+
+    # -- partitions and runs -------------------------------------------------------------------------------
+    start_date: IsoDay = _setting(
+        DEFAULT_START_DATE, accepts="a day as YYYY-MM-DD", description="first day of the date partition dimension"
+    )
+    end_date: IsoDay | None = _setting(
+        accepts="a day as YYYY-MM-DD after ATOM_START_DATE",
+        description="exclusive last day of the date dimension, for a finished export; unset: up to today",
+    )
+    max_partitions_per_run: WholeNumber = _setting(
+        31,
+        ge=1,
+        accepts="an integer >= 1",
+        description="mailbox-days per backfill run (BackfillPolicy.multi_run) and per history sync run",
+    )
+    history_sync_on_register: Boolean = _setting(
+        True,
+        accepts="a boolean: true/false, 1/0, yes/no, on/off",
+        description="registering a mailbox also launches the sync of its history",
+    )
+    daily_sync_hour: WholeNumber = _setting(
+        6,
+        ge=0,
+        le=23,
+        accepts="an hour of the day in UTC, an integer 0-23",
+        description="when mail_to_links_daily syncs the previous UTC day of every mailbox",
+    )
+    daily_sync_minute: WholeNumber = _setting(
+        0, ge=0, le=59, accepts="a minute of the hour, an integer 0-59", description="minute of ATOM_DAILY_SYNC_HOUR"
+    )
+    freshness_max_days_behind: WholeNumber = _setting(
+        2,
+        ge=0,
+        accepts="a number of days, an integer >= 0",
+        description="mailboxes_fresh fails for a mailbox whose latest synced day is further behind the latest "
+        "complete day",
+    )
+    max_none_found_share: float = _setting(
+        0.5,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        accepts="a share, a number 0-1",
+        description='above this share of "nothing found" answers a partition\'s WARN check turns yellow',
+    )
+
+    # -- Microsoft Graph -----------------------------------------------------------------------------------
+    graph_tenant_id_var: str | None = _secret("ATOM_GRAPH_TENANT_ID", "Entra ID tenant of the Graph app")
+    graph_client_id_var: str | None = _secret("ATOM_GRAPH_CLIENT_ID", "the Graph app's (client) id")
+    graph_client_secret_var: str | None = _secret("ATOM_GRAPH_CLIENT_SECRET", "the Graph app's client secret")
+    graph_authority_host: HttpUrl = _setting(
+        "https://login.microsoftonline.com",
+        accepts="an http(s) URL",
+        description="the identity platform (a sovereign cloud, or a test server)",
+    )
+    graph_api_url: HttpUrl = _setting(
+        "https://graph.microsoft.com/v1.0",
+        accepts="an http(s) URL",
+        description="any Graph-compatible server; TLS is always verified (system store, or REQUESTS_CA_BUNDLE)",
+    )
+    graph_mailboxes: CommaList = _setting(
+        (),
+        accepts="a comma-separated list of mailboxes",
+        description="mailboxes to sync from Graph (registered by register_mailboxes; case does not matter)",
+    )
+    graph_page_size: WholeNumber = _setting(
+        250, ge=1, le=1000, accepts="an integer 1-1000 (Graph's $top limit)", description="$top per Graph page"
+    )
+    graph_delta_folders: CommaList = _setting(
+        ("inbox", "sentitems"),
+        min_length=1,
+        accepts="a comma-separated list of at least one mail folder",
+        description="folders whose delta the graph_delta_sync sensor follows",
+    )
+
+    # -- LLM extraction ------------------------------------------------------------------------------------
+    openai_api_key_var: str | None = _secret(DEFAULT_KEY_ENV, "the default LLM key, read at call time")
+    openai_base_url: HttpUrl | None = _setting(
+        alias="OPENAI_BASE_URL",
+        accepts="an http(s) URL",
+        description="any OpenAI-compatible server (Azure OpenAI, vLLM, Ollama); unset: OpenAI",
+    )
+    llm_reasoning_models: CommaList = _setting(
+        (),
+        accepts="a comma-separated list of model names",
+        description="more models never used for extraction, beside the o-series",
+    )
+    llm_chain: str = _setting(
+        derived=True,
+        accepts="a comma-separated list of providers, each 'openai:<model>' or 'heuristic', at least one of them "
+        "not a reasoning model",
+        description="extraction providers, tried in order per message until one succeeds; default "
+        f"{DEFAULT_CHAIN_WITH_KEY} when OPENAI_API_KEY is set, else {DEFAULT_CHAIN_WITHOUT_KEY}",
+    )
+    llm_keys: KeyMap = _setting(
+        {},
+        accepts="a comma-separated list of mailbox-or-domain=ENV_VAR",
+        description="bring your own key: which variable holds the key for whose mail (mailbox, then domain, "
+        "then OPENAI_API_KEY)",
+    )
+    llm_concurrency: WholeNumber = _setting(
+        4, ge=1, accepts="an integer >= 1", description="messages extracted at once within a run"
+    )
+    llm_rpm: float | None = _setting(
+        gt=0,
+        allow_inf_nan=False,
+        accepts="a number > 0",
+        description="client-side requests-per-minute pacing per key (the provider's x-ratelimit-* headers are "
+        "honoured too); unset: no pacing",
+    )
+    llm_budget_tokens_per_partition: WholeNumber | None = _setting(
+        ge=1,
+        accepts="a number of tokens, an integer >= 1",
+        description="stop before a mailbox-day spends more tokens, and fail the run saying what was spent",
+    )
+    llm_budget_tokens_per_run: WholeNumber | None = _setting(
+        ge=1,
+        accepts="a number of tokens, an integer >= 1",
+        description="stop before a run spends more tokens, and fail the run saying what was spent",
+    )
+
+    # -- analyst alerts ------------------------------------------------------------------------------------
+    alert_teams_webhook_url_var: str | None = _secret("ATOM_ALERT_TEAMS_WEBHOOK_URL", "Teams incoming webhook")
+    alert_slack_webhook_url_var: str | None = _secret("ATOM_ALERT_SLACK_WEBHOOK_URL", "Slack incoming webhook")
+    alert_smtp_password_var: str | None = _secret("ATOM_ALERT_SMTP_PASSWORD", "password of ATOM_ALERT_SMTP_USERNAME")
+    alert_smtp_host: str | None = _setting(accepts="a host name", description="SMTP server for e-mail alerts")
+    alert_smtp_starttls: Boolean = _setting(
+        False, accepts="a boolean: true/false, 1/0, yes/no, on/off", description="STARTTLS before sending"
+    )
+    alert_smtp_port: WholeNumber = _setting(
+        derived=True,
+        ge=1,
+        le=65535,
+        accepts="a port number, an integer 1-65535",
+        description="SMTP port; default 587 with ATOM_ALERT_SMTP_STARTTLS, else 25",
+    )
+    alert_smtp_from: str | None = _setting(
+        derived=True,
+        accepts="an e-mail address (required with ATOM_ALERT_SMTP_HOST)",
+        description="sender of e-mail alerts",
+    )
+    alert_smtp_to: CommaList = _setting(
+        (),
+        derived=True,
+        accepts="a comma-separated list of e-mail addresses (required with ATOM_ALERT_SMTP_HOST)",
+        description="recipients of e-mail alerts",
+    )
+    alert_smtp_username: str | None = _setting(
+        accepts="a user name (requires ATOM_ALERT_SMTP_PASSWORD)", description="SMTP AUTH user; unset: no login"
+    )
+    alert_silenced: CommaList = _setting(
+        (),
+        accepts="a comma-separated list of check names and/or mailboxes",
+        description="never alerted (counted in the sensor's log); case does not matter",
+    )
+    ui_base_url: HttpUrl = _setting(
+        "http://localhost:3000", accepts="an http(s) URL", description="where alert links to runs point"
+    )
+
+    # -- validators --------------------------------------------------------------------------------------------
+
+    @field_validator(
+        "graph_tenant_id_var",
+        "graph_client_id_var",
+        "graph_client_secret_var",
+        "openai_api_key_var",
+        "alert_teams_webhook_url_var",
+        "alert_slack_webhook_url_var",
+        "alert_smtp_password_var",
+        mode="before",
+    )
+    @classmethod
+    def _where_the_secret_is(cls, value: Any, info: ValidationInfo) -> str | None:
+        # The value (the secret) is dropped here; what resources need is the variable's name as it is set,
+        # since EnvVar looks it up case-sensitively and this model matches names in any case.
+        return variable_as_set(_secret_name(cls.model_fields[info.field_name or ""]))
+
+    @field_validator("database_url", mode="wrap")
+    @classmethod
+    def _database_url(cls, value: Any, handler: Any, info: ValidationInfo) -> str:
+        if value is None:
+            home = info.data.get("dagster_home", REPO_ROOT / ".dagster_home")
+            return f"sqlite:///{home / 'atom_pipelines.sqlite'}"
+        url = handler(value).strip()
+        try:
+            make_url(url)
+        except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+            raise PydanticCustomError("database_url", "not a SQLAlchemy URL") from exc
+        return url
+
+    @field_validator("graph_export_dir", mode="wrap")
+    @classmethod
+    def _graph_export_dir(cls, value: Any, handler: Any, info: ValidationInfo) -> Path:
+        if value is None:
+            return info.data.get("dagster_home", REPO_ROOT / ".dagster_home") / "exports"
+        return handler(value)
+
+    @field_validator("end_date")
+    @classmethod
+    def _end_after_start(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        start = info.data.get("start_date")
+        if value is not None and start is not None and value <= start:
+            raise ValueError(f"ATOM_START_DATE is {start.isoformat()}")
+        return value
+
+    @field_validator("llm_chain", mode="wrap")
+    @classmethod
+    def _chain(cls, value: Any, handler: Any, info: ValidationInfo) -> str:
+        if value is None:
+            return DEFAULT_CHAIN_WITH_KEY if info.data.get("openai_api_key_var") else DEFAULT_CHAIN_WITHOUT_KEY
+        chain = handler(value).strip()
+        specs = parse_chain(chain)  # ChainConfigError (a ValueError) names the entry that is no provider
+        extra = ",".join(info.data.get("llm_reasoning_models", ()))
+        if all(spec.kind == "openai" and is_reasoning_model(spec.model, extra) for spec in specs):
+            raise ValueError("every provider is a reasoning model, which extraction never asks")
+        return chain
+
+    @field_validator("alert_smtp_port", mode="wrap")
+    @classmethod
+    def _smtp_port(cls, value: Any, handler: Any, info: ValidationInfo) -> int:
+        if value is None:
+            return 587 if info.data.get("alert_smtp_starttls") else 25
+        return handler(value)
+
+    @field_validator("alert_smtp_from", "alert_smtp_to", mode="wrap")
+    @classmethod
+    def _required_with_smtp_host(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        # Checked at load: an SMTP host without a sender or recipients would drop every e-mail alert.
+        result = handler(value)
+        if info.data.get("alert_smtp_host") and not result:
+            raise ValueError("ATOM_ALERT_SMTP_HOST is set, so e-mail alerts need it")
+        return result
+
+    @field_validator("alert_smtp_username")
+    @classmethod
+    def _login_needs_password(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and not info.data.get("alert_smtp_password_var"):
+            raise ValueError("ATOM_ALERT_SMTP_PASSWORD is not set")
+        return value
+
+    # -- what the resources ask ----------------------------------------------------------------------------
+
+    @property
+    def graph_configured(self) -> bool:
+        """Graph is the mail source when its three credentials are set (docs/architecture.md, "Contracts")."""
+        return bool(self.graph_tenant_id_var and self.graph_client_id_var and self.graph_client_secret_var)
+
+    @property
+    def database_url_var(self) -> str | None:
+        """The variable holding the database URL as set (it may hold a password), None for the default."""
+        return self._database_url_var
+
+    @model_validator(mode="after")
+    def _note_where_the_database_url_is(self) -> Settings:
+        # Noted when the settings are read, as the secrets' variables are: resources pass it as EnvVar.
+        if "database_url" in self.model_fields_set:
+            self._database_url_var = variable_as_set(self.variable("database_url"))
+        return self
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of a field, upper-case as documented."""
+        info = cls.model_fields[field]
+        alias = info.validation_alias
+        return alias.upper() if isinstance(alias, str) else f"{ENV_PREFIX}{field}".upper()
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Every variable the package reads, upper-case, to its field name, in the model's order."""
+        return {cls.variable(field): field for field in cls.model_fields}
+
+    @classmethod
+    def secret_variables(cls) -> set[str]:
+        return {_secret_name(info) for info in cls.model_fields.values() if _secret_name(info)}
+
+    @classmethod
+    def accepts(cls, field: str) -> str:
+        return str(_extra(cls.model_fields[field])["accepts"])
+
+
+def _extra(info: FieldInfo) -> dict[str, Any]:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+def _secret_name(info: FieldInfo) -> str:
+    return str(_extra(info).get("secret") or "")
+
+
+def variable_as_set(name: str) -> str | None:
+    """The name under which the environment holds ``name`` (exactly, else in another case, as the settings
+    match names), None when it is unset or empty."""
+    if os.environ.get(name):
+        return name
+    return next((key for key, value in os.environ.items() if key.upper() == name and value), None)
+
+
+class SettingsError(ValueError):
+    """Settings that do not validate: one line per bad variable (its value, unless it may hold a secret,
+    and what it accepts). Raised by :func:`load_settings`, so the code location does not load."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        count = f"{len(problems)} variable{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"invalid settings ({count}; see the README's Configuration):\n" + "\n".join(problems))
+
+    @classmethod
+    def from_validation_error(cls, error: ValidationError) -> SettingsError:
+        by_alias = {name.lower(): field for name, field in Settings.variables().items()}
+        problems: dict[str, str] = {}
+        for item in error.errors():
+            key = str(item["loc"][0]).lower() if item["loc"] else ""
+            field = key if key in Settings.model_fields else by_alias.get(key)
+            if field is None:  # not a field's error (none is raised today): pydantic's own words
+                problems.setdefault(key, item["msg"])
+                continue
+            name = Settings.variable(field)
+            info = Settings.model_fields[field]
+            # What the user typed (pydantic's input may already be converted, e.g. '5000' to 5000).
+            where = variable_as_set(name)
+            if where is None:  # a default that does not fit the settings above it
+                given = f"{name} (unset)"
+            elif _extra(info).get("sensitive"):
+                given = f"{name} (value not shown: it may hold a password)"
+            else:
+                given = f"{name}={os.environ[where]!r}"
+            line = f"{given} must be {Settings.accepts(field)}"
+            if item["type"] == "value_error" and not _extra(info).get("sensitive"):  # e.g. which chain entry
+                line += f": {item['ctx']['error']}"
+            problems.setdefault(field, line)  # one line per variable, the first reason
+        return cls(list(problems.values()))
+
+
+def _environment_key() -> tuple[tuple[str, str], ...]:
+    """What the settings depend on: the variables the model reads, secrets only as set or not."""
+    names, secrets = Settings.variables(), Settings.secret_variables()
+    key = []
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if upper in names:
+            key.append((name, ("set" if value else "") if upper in secrets else value))
+    return tuple(sorted(key))
+
+
+def load_settings() -> Settings:
+    """The settings of this process, validated; raises :class:`SettingsError` naming every bad variable.
+
+    Validated once per distinct environment: a deployment's environment does not change, so the code
+    location validates when it loads and every later call is a cache hit, while a test that monkeypatches
+    a variable gets settings for it on its next call (no cache to clear).
+    """
+    return _load(_environment_key())
+
+
+@functools.lru_cache(maxsize=32)
+def _load(_environment: tuple[tuple[str, str], ...]) -> Settings:
     try:
-        number = int(value)
-    except ValueError:
-        number = None
-    if number is None or number < low or (high is not None and number > high):
-        bounds = f"{low}-{high}" if high is not None else f">= {low}"
-        raise ValueError(f"{name}={value!r} must be {meaning}, an integer {bounds}")
-    return number
+        return Settings()
+    except ValidationError as exc:
+        # Not chained: pydantic's message would repeat every problem, without our wording.
+        raise SettingsError.from_validation_error(exc) from None
 
 
-def daily_sync_hour() -> int:
-    """UTC hour at which ``mail_to_links_daily`` syncs the previous UTC day (``ATOM_DAILY_SYNC_HOUR``).
-
-    Late enough after midnight UTC for the day's mail to have arrived in the mailboxes (default 6)."""
-    return _int_setting("ATOM_DAILY_SYNC_HOUR", 6, 0, 23, "an hour of the day in UTC")
-
-
-def daily_sync_minute() -> int:
-    """Minute of ``ATOM_DAILY_SYNC_HOUR`` at which the daily sync starts (``ATOM_DAILY_SYNC_MINUTE``)."""
-    return _int_setting("ATOM_DAILY_SYNC_MINUTE", 0, 0, 59, "a minute of the hour")
-
-
-def freshness_max_days_behind() -> int:
-    """How many days a mailbox's latest synced day may lag the latest complete UTC day before the
-    ``mailboxes_fresh`` check fails (``ATOM_FRESHNESS_MAX_DAYS_BEHIND``). With the default 2 a mailbox
-    turns red at the midnight UTC after its second daily sync in a row failed, not after one."""
-    return _int_setting("ATOM_FRESHNESS_MAX_DAYS_BEHIND", 2, 0, None, "a number of days")
-
-
-GRAPH_CREDENTIAL_VARS = ("ATOM_GRAPH_TENANT_ID", "ATOM_GRAPH_CLIENT_ID", "ATOM_GRAPH_CLIENT_SECRET")
-
-
-def graph_configured() -> bool:
-    """Graph is the mail source when its three credentials are set (docs/architecture.md, "Contracts")."""
-    return all(os.environ.get(name) for name in GRAPH_CREDENTIAL_VARS)
-
-
-def graph_settings() -> dict[str, object]:
-    """The non-secret Graph settings (the credentials reach the resource as ``EnvVar``)."""
-    settings: dict[str, object] = {"mailboxes": os.environ.get("ATOM_GRAPH_MAILBOXES", "")}
-    for field, name in (
-        ("authority_host", "ATOM_GRAPH_AUTHORITY_HOST"),
-        ("api_url", "ATOM_GRAPH_API_URL"),
-        ("delta_folders", "ATOM_GRAPH_DELTA_FOLDERS"),
-    ):
-        if os.environ.get(name):
-            settings[field] = os.environ[name]
-    if os.environ.get("ATOM_GRAPH_PAGE_SIZE"):
-        settings["page_size"] = _int_setting("ATOM_GRAPH_PAGE_SIZE", 250, 1, 1000, "Graph's $top")
-    return settings
-
-
-def history_sync_on_register() -> bool:
-    """Whether registering a mailbox also launches the sync of its history (``ATOM_HISTORY_SYNC_ON_REGISTER``,
-    default on: connecting a mailbox *is* asking for its history)."""
-    value = (os.environ.get("ATOM_HISTORY_SYNC_ON_REGISTER") or "true").strip().lower()
-    if value not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(f"ATOM_HISTORY_SYNC_ON_REGISTER={value!r} must be true or false")
-    return value in ("true", "1", "yes")
+def database_url() -> str:
+    """The store's URL (``ATOM_DATABASE_URL``, else the SQLite file in ``DAGSTER_HOME``), for tools outside
+    the code location that open the store themselves (the store's CLI, Alembic's env.py)."""
+    return load_settings().database_url

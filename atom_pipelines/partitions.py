@@ -28,9 +28,11 @@ mailbox_partitions = DynamicPartitionsDefinition(name=MAILBOX_DIMENSION)
 
 
 def _daily_partitions() -> DailyPartitionsDefinition:
-    end = config.partition_end_date()
+    # The first settings read of a load: a bad ATOM_* value stops the code location here, naming it.
+    settings = config.load_settings()
+    end = settings.end_date
     return DailyPartitionsDefinition(
-        start_date=config.partition_start_date().isoformat(),
+        start_date=settings.start_date.isoformat(),
         end_date=end.isoformat() if end else None,
         timezone="UTC",
     )
@@ -87,10 +89,10 @@ def latest_complete_day(now: dt.datetime) -> dt.date | None:
     day ends), or the day before ``ATOM_END_DATE`` for a finished export; None before ``ATOM_START_DATE``.
     The day the daily schedule syncs then, and the last day a run may be asked for."""
     day = now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
-    end = config.partition_end_date()
-    if end is not None:
-        day = min(day, end - dt.timedelta(days=1))
-    return day if day >= config.partition_start_date() else None
+    settings = config.load_settings()
+    if settings.end_date is not None:
+        day = min(day, settings.end_date - dt.timedelta(days=1))
+    return day if day >= settings.start_date else None
 
 
 def _split_key(key: str) -> dict[str, str]:

@@ -49,7 +49,8 @@ def build_daily_sync_schedule(
     )
 
 
-mail_to_links_daily = build_daily_sync_schedule(config.daily_sync_hour(), config.daily_sync_minute())
+_settings = config.load_settings()
+mail_to_links_daily = build_daily_sync_schedule(_settings.daily_sync_hour, _settings.daily_sync_minute)
 
 mailbox_freshness_hourly = ScheduleDefinition(
     name="mailbox_freshness_hourly",

@@ -65,19 +65,20 @@ def register_mailboxes(context: SensorEvaluationContext, mail_source: MailSource
         return SkipReason(f"all {len(known)} mailboxes of the source are registered")
     context.log.info(f"registering {len(new)} mailbox(es): {', '.join(new)}")
     run_requests: list[RunRequest] = []
-    if config.history_sync_on_register():
+    settings = config.load_settings()
+    if settings.history_sync_on_register:
         newest_allowed = latest_complete_day(dt.datetime.now(dt.timezone.utc))
         for mailbox in new:
             if newest_allowed is None:
                 context.log.info(f"{mailbox}: no complete day exists yet; its history sync waits for one")
                 continue
-            span = mail_source.history_span(mailbox, config.partition_start_date())
+            span = mail_source.history_span(mailbox, settings.start_date)
             first, last = span if span else (None, None)
             last = min(last or newest_allowed, newest_allowed)
             if first is None or first > last:
-                context.log.info(f"{mailbox}: no complete day with mail since {config.partition_start_date()}")
+                context.log.info(f"{mailbox}: no complete day with mail since {settings.start_date}")
                 continue
-            chunks = history_sync_requests(mailbox, first, last, config.max_partitions_per_run())
+            chunks = history_sync_requests(mailbox, first, last, settings.max_partitions_per_run)
             context.log.info(f"{mailbox}: history sync {first}..{last} in {len(chunks)} run(s)")
             run_requests.extend(chunks)
     return SensorResult(
@@ -111,7 +112,7 @@ def graph_delta_sync(
     now = dt.datetime.now(dt.timezone.utc)
     for mailbox in mailboxes:
         note_changed_days(context.log, mail_source, store, mailbox, now)
-    first_allowed, last_allowed = config.partition_start_date(), latest_complete_day(now)
+    first_allowed, last_allowed = config.load_settings().start_date, latest_complete_day(now)
     requests: list[RunRequest] = []
     waiting: dict[str, list[str]] = defaultdict(list)
     for pending in store.pending_days():

@@ -42,7 +42,7 @@ def _run_corpus(
     for record in records:
         days_by_mailbox[record["mailbox"]].add(dt.date.fromisoformat(record["receivedDateTime"][:10]))
     run_resources = resources(export_dir, postgres_database_url, extractor=extractor)
-    chunk = config.max_partitions_per_run()
+    chunk = config.load_settings().max_partitions_per_run
 
     failed_runs = []
     for mailbox, days in sorted(days_by_mailbox.items()):

@@ -11,6 +11,7 @@ job, against real materializations in a real instance.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def _resolved(schedule: Any, run_resources: dict[str, Any]) -> ScheduleDefinitio
 
 def test_registered_with_the_configured_time_in_utc_and_running() -> None:
     daily = defs.resolve_schedule_def("mail_to_links_daily")
-    assert daily.cron_schedule == f"{config.daily_sync_minute()} {config.daily_sync_hour()} * * *" == "0 6 * * *"
+    settings = config.load_settings()
+    assert daily.cron_schedule == f"{settings.daily_sync_minute} {settings.daily_sync_hour} * * *" == "0 6 * * *"
     assert daily.execution_timezone == "UTC"
     assert daily.job_name == "mail_to_links"
     assert daily.default_status.value == "RUNNING"
@@ -129,7 +131,8 @@ def test_a_schedule_at_00_30_utc_requests_the_day_that_just_ended(
 ) -> None:
     monkeypatch.setenv("ATOM_DAILY_SYNC_HOUR", "0")
     monkeypatch.setenv("ATOM_DAILY_SYNC_MINUTE", "30")
-    early = _resolved(build_daily_sync_schedule(config.daily_sync_hour(), config.daily_sync_minute()), run_resources)
+    settings = config.load_settings()
+    early = _resolved(build_daily_sync_schedule(settings.daily_sync_hour, settings.daily_sync_minute), run_resources)
     instance.add_dynamic_partitions("mailbox", [HYATT, HARRIS])
 
     requests = _tick(instance, dt.datetime(2002, 1, 3, 0, 30, tzinfo=UTC), early).run_requests
@@ -155,19 +158,20 @@ def test_a_scheduled_request_materializes_that_day(instance: DagsterInstance, ru
     assert "mailboxes_fresh" not in {e.check_name for e in result.get_asset_check_evaluations()}
 
 
+def _setting(name: str) -> Any:
+    """The value of one variable as the code location's settings read it (config.Settings)."""
+    return getattr(config.load_settings(), config.Settings.variables()[name])
+
+
 @pytest.mark.parametrize(
-    ("name", "function", "default"),
-    [
-        ("ATOM_DAILY_SYNC_HOUR", config.daily_sync_hour, 6),
-        ("ATOM_DAILY_SYNC_MINUTE", config.daily_sync_minute, 0),
-        ("ATOM_FRESHNESS_MAX_DAYS_BEHIND", config.freshness_max_days_behind, 2),
-    ],
+    ("name", "default"),
+    [("ATOM_DAILY_SYNC_HOUR", 6), ("ATOM_DAILY_SYNC_MINUTE", 0), ("ATOM_FRESHNESS_MAX_DAYS_BEHIND", 2)],
 )
-def test_settings_default_when_unset_or_empty(name: str, function: Any, default: int, monkeypatch) -> None:
+def test_settings_default_when_unset_or_empty(name: str, default: int, monkeypatch) -> None:
     monkeypatch.delenv(name, raising=False)
-    assert function() == default
+    assert _setting(name) == default
     monkeypatch.setenv(name, "")
-    assert function() == default
+    assert _setting(name) == default
 
 
 @pytest.mark.parametrize(
@@ -183,12 +187,7 @@ def test_settings_default_when_unset_or_empty(name: str, function: Any, default:
 )
 def test_settings_accept_their_range(name: str, value: str, expected: int, monkeypatch) -> None:
     monkeypatch.setenv(name, value)
-    function = {
-        "ATOM_DAILY_SYNC_HOUR": config.daily_sync_hour,
-        "ATOM_DAILY_SYNC_MINUTE": config.daily_sync_minute,
-        "ATOM_FRESHNESS_MAX_DAYS_BEHIND": config.freshness_max_days_behind,
-    }[name]
-    assert function() == expected
+    assert _setting(name) == expected
 
 
 @pytest.mark.parametrize(
@@ -205,13 +204,9 @@ def test_settings_accept_their_range(name: str, value: str, expected: int, monke
 )
 def test_bad_settings_fail_naming_the_variable(name: str, value: str, monkeypatch) -> None:
     monkeypatch.setenv(name, value)
-    function = {
-        "ATOM_DAILY_SYNC_HOUR": config.daily_sync_hour,
-        "ATOM_DAILY_SYNC_MINUTE": config.daily_sync_minute,
-        "ATOM_FRESHNESS_MAX_DAYS_BEHIND": config.freshness_max_days_behind,
-    }[name]
-    with pytest.raises(ValueError, match=rf"^{name}={value!r} must be"):
-        function()
+    # One line per bad variable in the SettingsError (a ValueError) that stops the code location's load.
+    with pytest.raises(config.SettingsError, match=rf"(?m)^{re.escape(f'{name}={value!r}')} must be an? \w"):
+        config.load_settings()
 
 
 # --- the freshness check -----------------------------------------------------------------------------

@@ -266,7 +266,7 @@ def peak_rss_mb() -> float:
 
 def backfill_corpus(label: str, url: str) -> dict[str, Any]:
     spans, per_mailbox, messages = corpus_spans()
-    size = config.max_partitions_per_run()
+    size = config.load_settings().max_partitions_per_run
     plan = [(m, a, b) for m, (first, last) in spans.items() for a, b in chunks(first, last, size)]
     expected_partitions = sum((last - first).days + 1 for first, last in spans.values())
     resources = make_resources(url)
@@ -378,7 +378,7 @@ def baseline(url: str) -> dict[str, Any]:
     spans, per_mailbox, _ = corpus_spans()
     first, last = spans[BASELINE_MAILBOX]
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
-    batches = chunks(first, last, config.max_partitions_per_run())
+    batches = chunks(first, last, config.load_settings().max_partitions_per_run)
     resources = make_resources(url)
     tally: Counter = Counter()
     problems: list[str] = []
@@ -532,7 +532,7 @@ def machine() -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     print()
-    print(f"Machine: {machine()}. ATOM_MAX_PARTITIONS_PER_RUN={config.max_partitions_per_run()}.")
+    print(f"Machine: {machine()}. ATOM_MAX_PARTITIONS_PER_RUN={config.load_settings().max_partitions_per_run}.")
     print("Stage msg/s from STEP_START -> STEP_SUCCESS event timestamps; end-to-end over the whole backfill.")
     print()
     header = [

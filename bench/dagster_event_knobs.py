@@ -56,7 +56,7 @@ def main() -> int:
     def body(url: str) -> int:
         spans, per_mailbox, _ = cb.corpus_spans()
         first, last = spans[args.mailbox]
-        plan = cb.chunks(first, last, config.max_partitions_per_run())
+        plan = cb.chunks(first, last, config.load_settings().max_partitions_per_run)
         messages, partitions = per_mailbox[args.mailbox], (last - first).days + 1
         resources = cb.make_resources(url)
         best: dict[str, float] = {}

@@ -78,7 +78,7 @@ def main() -> int:
     def body(url: str) -> None:
         spans, per_mailbox, _ = cb.corpus_spans()
         first, last = spans[args.mailbox]
-        plan = cb.chunks(first, last, config.max_partitions_per_run())
+        plan = cb.chunks(first, last, config.load_settings().max_partitions_per_run)
         resources = cb.make_resources(url)
         with cb.dagster_instance() as instance:
             instance.add_dynamic_partitions(MAILBOX_DIMENSION, [args.mailbox])

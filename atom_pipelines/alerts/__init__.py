@@ -4,7 +4,6 @@ from atom_pipelines.alerts.channels import (
     AlertChannels,
     AlertConfigError,
     AlertDeliveryError,
-    alert_channels_from_env,
 )
 from atom_pipelines.alerts.model import Alert, FailingPartition
 from atom_pipelines.alerts.sensor import AlertsNotDelivered, analyst_alerts
@@ -16,6 +15,5 @@ __all__ = [
     "AlertDeliveryError",
     "AlertsNotDelivered",
     "FailingPartition",
-    "alert_channels_from_env",
     "analyst_alerts",
 ]

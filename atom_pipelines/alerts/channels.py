@@ -1,7 +1,6 @@
 """Where alerts go: the ``alert_channels`` resource and its Teams, Slack and SMTP delivery."""
 
 import logging
-import os
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -13,7 +12,6 @@ from urllib.parse import urlparse
 import requests
 from dagster import (
     ConfigurableResource,
-    EnvVar,
 )
 from dagster_msteams.adaptive_card import AdaptiveCard
 from dagster_msteams.card import Card
@@ -79,7 +77,7 @@ class AlertChannels(ConfigurableResource):
     """Where analyst alerts go: a Microsoft Teams incoming webhook, a Slack incoming webhook and/or e-mail
     over SMTP, each used when configured; plus the UI address for run links and what is silenced.
 
-    Built from the environment by :func:`alert_channels_from_env`; the webhook URLs and the SMTP password
+    Built from the settings by ``resources.build_alert_channels``; the webhook URLs and the SMTP password
     arrive as ``EnvVar`` so the UI and run config show only the variables' names.
     """
 
@@ -218,46 +216,3 @@ class AlertChannels(ConfigurableResource):
             # Some recipients took it, some did not: still a failure, or the others would never know.
             reason = f"SMTP {self.smtp_host}:{self.smtp_port} refused recipient(s) {', '.join(sorted(refused))}"
         raise AlertDeliveryError("email", reason)
-
-
-def _env_list(name: str) -> list[str]:
-    return [item.strip() for item in (os.environ.get(name) or "").split(",") if item.strip()]
-
-
-def _env_bool(name: str) -> bool:
-    value = (os.environ.get(name) or "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name}={value!r} must be true or false")
-
-
-def alert_channels_from_env() -> AlertChannels:
-    """The ``alert_channels`` resource from the ``ATOM_ALERT_*`` variables and ``ATOM_UI_BASE_URL``.
-
-    Secrets (both webhook URLs, the SMTP password) are passed as ``EnvVar`` when set, so they are read by
-    the process that sends and never stored in config; a channel whose variables are unset is off. A
-    malformed port or STARTTLS flag raises here, at load, naming the variable (as config.py does).
-    """
-
-    def secret(name: str) -> Any:
-        return EnvVar(name) if os.environ.get(name) else None
-
-    starttls = _env_bool("ATOM_ALERT_SMTP_STARTTLS")
-    port = os.environ.get("ATOM_ALERT_SMTP_PORT") or ("587" if starttls else "25")
-    if not port.isdigit():
-        raise ValueError(f"ATOM_ALERT_SMTP_PORT={port!r} must be a port number")
-    return AlertChannels(
-        teams_webhook_url=secret(ENV_TEAMS_WEBHOOK_URL),
-        slack_webhook_url=secret(ENV_SLACK_WEBHOOK_URL),
-        smtp_host=os.environ.get("ATOM_ALERT_SMTP_HOST") or None,
-        smtp_port=int(port),
-        smtp_from=os.environ.get("ATOM_ALERT_SMTP_FROM") or None,
-        smtp_to=_env_list("ATOM_ALERT_SMTP_TO"),
-        smtp_username=os.environ.get("ATOM_ALERT_SMTP_USERNAME") or None,
-        smtp_password=secret(ENV_SMTP_PASSWORD),
-        smtp_starttls=starttls,
-        ui_base_url=os.environ.get("ATOM_UI_BASE_URL") or DEFAULT_UI_BASE_URL,
-        silenced=_env_list("ATOM_ALERT_SILENCED"),
-    )

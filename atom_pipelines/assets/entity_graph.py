@@ -55,7 +55,7 @@ def entity_links(context: AssetExecutionContext, store: MailStore) -> Materializ
 @asset(group_name=GROUP, kinds={"networkx"}, deps=[entity_links])
 def entity_graph(store: MailStore) -> MaterializeResult:
     """One graph over every link of every mailbox: size, components, central entities, a GraphML file."""
-    report = analyze_graph(store, config.graph_export_dir())
+    report = analyze_graph(store, config.load_settings().graph_export_dir)
     return MaterializeResult(
         metadata={
             "nodes": report.nodes,

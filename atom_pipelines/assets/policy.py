@@ -12,6 +12,6 @@ warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWa
 
 #: Dagster costs ~0.33 s per run in-process and 5-7 s per subprocess run: one run per mailbox-day would cap a
 #: backfill far below the pipeline's speed, so a backfill puts ATOM_MAX_PARTITIONS_PER_RUN days in a run.
-backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=config.max_partitions_per_run())
+backfill_policy = BackfillPolicy.multi_run(max_partitions_per_run=config.load_settings().max_partitions_per_run)
 
 GROUP = "mail_graph"

@@ -64,7 +64,7 @@ def quiet_partitions(report: ExtractionReport, max_share: float) -> dict[str, st
 
 
 def email_entities_check_results(report: ExtractionReport, failures: dict[str, Any]) -> list[AssetCheckResult]:
-    max_share = config.max_none_found_share()
+    max_share = config.load_settings().max_none_found_share
     return [
         partition_check_result("extraction_succeeded", failures, "failed or empty extraction"),
         partition_check_result(

@@ -32,7 +32,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from atom_pipelines.config import freshness_max_days_behind
+from atom_pipelines.config import load_settings
 from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day, windows_from_partition_keys
 
 #: How many stale mailboxes the check's description names; its metadata names every one.
@@ -167,7 +167,7 @@ def mailboxes_fresh(context: AssetCheckExecutionContext, config: FreshnessCheckC
     Severity ERROR: an analyst looking at a mailbox days behind sees a graph that silently lacks its
     recent mail, which is the failure this project exists to make loud. Not blocking: nothing downstream
     should stop because another mailbox is late."""
-    report = evaluate_freshness(context.instance, _as_of(config.as_of), freshness_max_days_behind())
+    report = evaluate_freshness(context.instance, _as_of(config.as_of), load_settings().freshness_max_days_behind)
     for mailbox in report.stale:
         context.log.warning(f"stale mailbox: {_describe_staleness(mailbox)}")
     return freshness_result(report)

@@ -6,7 +6,6 @@ functions when the code location loads, and the extractor resource uses them whe
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -18,12 +17,6 @@ HEURISTIC_MODEL = "rules-v1"
 
 #: o1, o3, o4-mini...: reasoning models spend their tokens thinking and may return no content (bug #9).
 _REASONING_MODEL = re.compile(r"^o\d")
-
-
-def default_chain() -> str:
-    if os.environ.get("ATOM_LLM_CHAIN"):
-        return os.environ["ATOM_LLM_CHAIN"]
-    return DEFAULT_CHAIN_WITH_KEY if os.environ.get(DEFAULT_KEY_ENV) else DEFAULT_CHAIN_WITHOUT_KEY
 
 
 class ChainConfigError(ValueError):

@@ -1,15 +1,14 @@
 """What a backfill will cost before it is launched: LLM calls and tokens for a mailbox's date range.
 
-    python -m atom_pipelines.extraction.estimate MAILBOX START END
-
-reads the messages from the configured mail source, cleans them exactly as the pipeline does, builds the
-exact prompt, counts its tokens, skips the ones the cache already answers, and prints calls, prompt tokens,
-the worst-case completion tokens and the estimated cost for the chain's first LLM model.
+:func:`estimate_backfill` reads the messages from a mail source, cleans them exactly as the pipeline does,
+builds the exact prompt, counts its tokens, skips the ones the cache already answers, and prices the
+calls for the chain's first LLM model. The command line, with the code location's own source, store and
+extractor, is ``python -m atom_pipelines.estimate MAILBOX START END`` (atom_pipelines/estimate.py: it
+builds them from the settings, which the extraction package does not import).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from dataclasses import dataclass
 
@@ -63,33 +62,3 @@ def estimate_backfill(
     return BackfillEstimate(
         llm.model, len(texts), len(pending), len(texts) - len(pending), tokens, completion, low, high
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mailbox")
-    parser.add_argument("start", type=dt.date.fromisoformat)
-    parser.add_argument("end", type=dt.date.fromisoformat, help="last day, inclusive")
-    args = parser.parse_args()
-    from atom_pipelines.mail.source import ExportMailSource
-
-    # The same environment the code location reads (ATOM_MAIL_EXPORT_DIR, ATOM_DATABASE_URL, ATOM_LLM_*).
-    estimate = estimate_backfill(
-        ExportMailSource(), MailStore(), EntityExtractor(), args.mailbox.lower(), args.start, args.end
-    )
-    print(f"mailbox {args.mailbox}, {args.start} .. {args.end}: {estimate.messages} messages")
-    if estimate.model is None:
-        print("the chain uses no LLM: 0 calls, 0 tokens")
-        return
-    print(f"model {estimate.model}: {estimate.calls} calls ({estimate.cached} answered by the cache)")
-    print(f"prompt tokens: {estimate.prompt_tokens:,}; completion tokens at most {estimate.max_completion_tokens:,}")
-    if estimate.cost_usd_low is not None:
-        print(
-            f"estimated cost: ${estimate.cost_usd_low:.4f} (prompt only) .. ${estimate.cost_usd_high:.4f} (worst case)"
-        )
-    else:
-        print("estimated cost: unknown (no price listed for this model)")
-
-
-if __name__ == "__main__":
-    main()

@@ -25,10 +25,10 @@ from pydantic import Field
 
 from atom_pipelines.extraction.cache import ExtractionCache
 from atom_pipelines.extraction.chain import (
+    DEFAULT_CHAIN_WITHOUT_KEY,
     DEFAULT_KEY_ENV,
     ChainConfigError,
     ProviderSpec,
-    default_chain,
     is_reasoning_model,
     parse_chain,
     parse_key_map,
@@ -45,38 +45,39 @@ log = logging.getLogger(__name__)
 class EntityExtractor(ConfigurableResource):
     """Extracts entities from messages through the provider chain."""
 
-    chain: str = Field(default_factory=default_chain, description="Providers tried in order (ATOM_LLM_CHAIN).")
+    # Plain defaults: resources.py builds the code location's extractor from the settings (config.py), which
+    # read the ATOM_LLM_* variables; nothing here reads the environment except the keys, at call time.
+    chain: str = Field(default=DEFAULT_CHAIN_WITHOUT_KEY, description="Providers tried in order (ATOM_LLM_CHAIN).")
     openai_base_url: str | None = Field(
-        default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or None,
-        description="Any OpenAI-compatible server (OPENAI_BASE_URL); None is OpenAI itself.",
+        default=None, description="Any OpenAI-compatible server (OPENAI_BASE_URL); None is OpenAI itself."
     )
     key_env: str = Field(default=DEFAULT_KEY_ENV, description="Environment variable of the default API key.")
     tenant_keys: str = Field(
-        default_factory=lambda: os.environ.get("ATOM_LLM_KEYS", ""),
+        default="",
         description="'mailbox-or-domain=ENV_VAR,...': which key variable extracts whose mail (ATOM_LLM_KEYS).",
     )
     reasoning_models: str = Field(
-        default_factory=lambda: os.environ.get("ATOM_LLM_REASONING_MODELS", ""),
-        description="More model names never used for extraction (comma-separated), beside the o-series.",
+        default="",
+        description="More model names never used for extraction (comma-separated), beside the o-series "
+        "(ATOM_LLM_REASONING_MODELS).",
     )
     max_concurrency: int = Field(
-        default_factory=lambda: int(os.environ.get("ATOM_LLM_CONCURRENCY") or 4),
-        ge=1,
-        description="Messages extracted at once within a run (ATOM_LLM_CONCURRENCY).",
+        default=4, ge=1, description="Messages extracted at once within a run (ATOM_LLM_CONCURRENCY)."
     )
     requests_per_minute: float | None = Field(
-        default_factory=lambda: float(os.environ["ATOM_LLM_RPM"]) if os.environ.get("ATOM_LLM_RPM") else None,
+        default=None,
+        gt=0,
         description="Client-side pacing per key (ATOM_LLM_RPM); the provider's rate-limit headers are honoured too.",
     )
     max_retries: int = Field(default=3, description="The openai client's retries (honouring Retry-After).")
     timeout_seconds: float = Field(default=60.0)
     max_output_tokens: int = Field(default=2_000)
     budget_tokens_per_partition: int | None = Field(
-        default_factory=lambda: _optional_int("ATOM_LLM_BUDGET_TOKENS_PER_PARTITION"),
+        default=None,
         description="Stop before a mailbox-day spends more tokens than this (ATOM_LLM_BUDGET_TOKENS_PER_PARTITION).",
     )
     budget_tokens_per_run: int | None = Field(
-        default_factory=lambda: _optional_int("ATOM_LLM_BUDGET_TOKENS_PER_RUN"),
+        default=None,
         description="Stop before a run spends more tokens than this (ATOM_LLM_BUDGET_TOKENS_PER_RUN).",
     )
 
@@ -139,12 +140,3 @@ class EntityExtractor(ConfigurableResource):
             return [session.extract(m) for m in messages]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             return list(pool.map(session.extract, messages))
-
-
-def _optional_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    if not value.isdigit():
-        raise ValueError(f"{name}={value!r} must be a whole number of tokens")
-    return int(value)

@@ -387,7 +387,7 @@ def _request_error(what: str, response: requests.Response) -> GraphRequestError:
 class GraphMailSource(MailSource):
     """Mailboxes in a Microsoft 365 tenant, read with application permission ``Mail.Read``.
 
-    Chosen by the definitions when ``ATOM_GRAPH_TENANT_ID``, ``ATOM_GRAPH_CLIENT_ID`` and
+    Chosen by ``resources.py`` when ``ATOM_GRAPH_TENANT_ID``, ``ATOM_GRAPH_CLIENT_ID`` and
     ``ATOM_GRAPH_CLIENT_SECRET`` are set (each through ``EnvVar``). ``authority_host`` and ``api_url`` point it
     at any Graph-compatible server; TLS is always verified (the system store, or ``REQUESTS_CA_BUNDLE``).
     """
@@ -409,8 +409,8 @@ class GraphMailSource(MailSource):
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0
     max_retries: int = Field(default=8, description="Retries per request on 429/503/504 and connection errors.")
+    # No default, as for MailStore: the code location passes the store's database (resources.py).
     gate_database_url: str = Field(
-        default_factory=config.database_url,
         description="Database holding the per-mailbox request gate (advisory locks on PostgreSQL, else lock files).",
     )
     gate_wait_timeout_s: float = 600.0
@@ -422,7 +422,7 @@ class GraphMailSource(MailSource):
         if self._client is None:
             gate = gate_for(
                 self.gate_database_url,
-                config.dagster_home() / "graph_gate",
+                config.load_settings().dagster_home / "graph_gate",
                 GRAPH_MAILBOX_CONCURRENCY,
                 self.gate_wait_timeout_s,
             )

@@ -104,7 +104,8 @@ class ExportMailSource(MailSource):
     """
 
     export_dir: str = Field(
-        default_factory=lambda: str(config.mail_export_dir()),
+        # The repo's sample; the code location passes ATOM_MAIL_EXPORT_DIR (resources.py).
+        default=str(config.DEFAULT_EXPORT_DIR),
         description="Directory of *.jsonl Graph message exports (ATOM_MAIL_EXPORT_DIR).",
     )
 
