@@ -16,10 +16,14 @@ import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance, materialize
 
 from atom_pipelines.assets import llm_key_status
+from atom_pipelines.extraction.budget import BudgetExceeded
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.key_status import key_status
 from atom_pipelines.extraction.outcomes import Outcome
+from atom_pipelines.extraction.prompt import prompt_for
 from atom_pipelines.extraction.providers import MessageText, Participant
+from atom_pipelines.extraction.tokens import prompt_tokens
+from atom_pipelines.partitions import partition_key
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import check_metadata, check_results, materialize_days, resources
@@ -146,18 +150,59 @@ def test_rate_limits_are_waited_out_as_retry_after_says(server: OpenAICompatible
     assert server.requests_for("gpt-4o-mini") == 2 and server.rate_limited == 1
 
 
-def test_a_token_budget_stops_extraction_loudly(server: OpenAICompatibleServer) -> None:
-    from atom_pipelines.extraction.budget import BudgetExceeded
-
-    messages = [
-        MessageText(**{**MESSAGE.__dict__, "message_id": f"m-{n}", "body": f"{MESSAGE.body} #{n}"}) for n in range(5)
+def _numbered(count: int, day: dt.date = DAY, mailbox: str = MESSAGE.mailbox) -> list[MessageText]:
+    """``count`` messages like MESSAGE (bodies differ) in one partition: ``mailbox`` x ``day``."""
+    fields = {**MESSAGE.__dict__, "mailbox": mailbox, "day": day}
+    return [
+        MessageText(**{**fields, "message_id": f"m-{day}-{n}", "body": f"{MESSAGE.body} #{n}"}) for n in range(count)
     ]
-    # Each call reserves its prompt estimate plus the whole output allowance (~1,500), and settles at what it
-    # really used (~350): two calls fit in 2,000 tokens, the third would not.
-    tight = extractor(server, max_concurrency=1, budget_tokens_per_run=2_000, max_output_tokens=1_000)
-    with pytest.raises(BudgetExceeded, match=r"token budget per run \(2,000\) would be exceeded: .* on 2 calls"):
+
+
+def _budget_for_two_calls(server: OpenAICompatibleServer, message: MessageText, max_output_tokens: int) -> int:
+    """A budget that two calls for ``message`` fit and a third does not: each call reserves its estimate
+    (tiktoken's count of the request plus the whole output allowance) and settles at what the server says it
+    used, so after n calls n * used are spent, and call n + 1 needs n * used + estimate."""
+    estimate = prompt_tokens(prompt_for(message)) + max_output_tokens
+    before = server.prompt_tokens + server.completion_tokens
+    extractor(server, chain="openai:gpt-4o-mini").extract_all([message])
+    used = server.prompt_tokens + server.completion_tokens - before
+    assert 0 < used < estimate, (used, estimate)  # the reservation bounds what a call spends
+    server.reset_counters()
+    return estimate + used + used // 2
+
+
+def test_a_token_budget_stops_extraction_loudly(server: OpenAICompatibleServer) -> None:
+    messages = _numbered(5)
+    budget = _budget_for_two_calls(server, messages[0], max_output_tokens=1_000)
+    tight = extractor(server, max_concurrency=1, budget_tokens_per_run=budget, max_output_tokens=1_000)
+    with pytest.raises(BudgetExceeded, match=rf"token budget per run \({budget:,}\) would be exceeded: .* on 2 calls"):
         tight.extract_all(messages)
     assert server.requests == 2  # stopped before the third call, not after it
+
+
+def test_a_per_partition_budget_stops_the_partition_that_would_exceed_it_and_names_it(
+    server: OpenAICompatibleServer,
+) -> None:
+    other_day = DAY + dt.timedelta(days=1)
+    # The other partition's one message first, then three of DAY's (one at a time: a fixed order of calls).
+    messages = [*_numbered(1, other_day), *_numbered(3)]
+    budget = _budget_for_two_calls(server, messages[1], max_output_tokens=1_000)
+    tight = extractor(server, max_concurrency=1, budget_tokens_per_partition=budget, max_output_tokens=1_000)
+    with pytest.raises(BudgetExceeded) as stopped:
+        tight.extract_all(messages)
+    assert str(stopped.value).startswith(
+        f"token budget per partition ({budget:,}) would be exceeded in {partition_key(MESSAGE.mailbox, DAY)}: "
+    )
+    # The other day's call and two of DAY's were made; DAY's third was not.
+    assert server.requests == 3
+
+    server.reset_counters()
+    generous = extractor(server, max_concurrency=1, budget_tokens_per_partition=4 * budget, max_output_tokens=1_000)
+    results = generous.extract_all(messages)
+    assert [r.succeeded for r in results] == [True] * 4 and server.requests == 4
+    # Per partition, not per run: DAY's budget is not spent by the other day's call, nor by another mailbox's.
+    per_day = extractor(server, max_concurrency=1, budget_tokens_per_partition=budget, max_output_tokens=1_000)
+    assert len(per_day.extract_all([*_numbered(2), *_numbered(2, other_day), *_numbered(2, mailbox=MAILBOX)])) == 6
 
 
 # -- through Dagster and the store ---------------------------------------------------------------------

@@ -17,10 +17,11 @@ class TokenBudget:
     per_run: int | None
     lock: threading.Lock = field(default_factory=threading.Lock)
     spent_run: int = 0
-    spent_partition: dict = field(default_factory=lambda: defaultdict(int))
+    #: Tokens spent or reserved per partition, by its name (a Dagster partition key, or a mailbox).
+    spent_partition: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     calls: int = 0
 
-    def reserve(self, partition: object, estimate: int) -> None:
+    def reserve(self, partition: str, estimate: int) -> None:
         with self.lock:
             if self.per_run is not None and self.spent_run + estimate > self.per_run:
                 raise BudgetExceeded(
@@ -36,7 +37,7 @@ class TokenBudget:
             self.spent_partition[partition] += estimate
             self.calls += 1
 
-    def settle(self, partition: object, estimate: int, actual: int) -> None:
+    def settle(self, partition: str, estimate: int, actual: int) -> None:
         with self.lock:
             self.spent_run += actual - estimate
             self.spent_partition[partition] += actual - estimate

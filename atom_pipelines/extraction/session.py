@@ -22,6 +22,8 @@ from atom_pipelines.extraction.prompt import PROMPT_VERSION, prompt_for
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
 from atom_pipelines.extraction.ratelimit import RequestPacer
 from atom_pipelines.extraction.schema import ExtractionAnswer, schema_hash
+from atom_pipelines.extraction.tokens import prompt_tokens
+from atom_pipelines.partitions import partition_key
 
 if TYPE_CHECKING:
     from atom_pipelines.extraction.extractor import EntityExtractor
@@ -80,11 +82,14 @@ class ExtractionSession:
                 outcome = Outcome(cached["outcome"])
                 base = {"provider": spec.kind, "model": spec.model, "cache_hit": True, "raw_preview": "<cache>"}
                 return grounded_attempt(answer, message, outcome, f"cached {outcome.value}", base)
-        # Conservative: ~3 characters a token for the message, the system prompt, and the whole output allowance.
-        estimate = len(prompt_for(message)) // 3 + 400 + self.extractor.max_output_tokens
-        self.budget.reserve((message.mailbox, message.day), estimate)
+        # The request as tiktoken counts it (system prompt, the message, the chat framing) plus the whole output
+        # allowance: what the call can spend at most, settled below at what the provider says it used.
+        estimate = prompt_tokens(prompt_for(message)) + self.extractor.max_output_tokens
+        # Named as Dagster names the partition, so a BudgetExceeded says which one to look at.
+        partition = partition_key(message.mailbox, message.day) if message.day else message.mailbox
+        self.budget.reserve(partition, estimate)
         attempt = run_provider(provider, message)
-        self.budget.settle((message.mailbox, message.day), estimate, attempt.usage.total)
+        self.budget.settle(partition, estimate, attempt.usage.total)
         if self.cache is not None and attempt.outcome.succeeded and attempt.answer_json is not None:
             self.cache.put(
                 {
