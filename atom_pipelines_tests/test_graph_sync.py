@@ -25,7 +25,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from atom_pipelines.mail.msgraph import GraphAuthError, GraphMailSource, GraphRequestError
+from atom_pipelines.mail.models import utc_day
+from atom_pipelines.mail.msgraph import GraphAuthError, GraphMailSource, GraphRequestError, _delta_change
 from atom_pipelines.mail.odata import NaiveDatetimeError, odata_datetime, received_window_filter
 from atom_pipelines.mail.source import ExportMailSource
 from atom_pipelines.mail.sync import sync_messages
@@ -44,9 +45,7 @@ QUOTED_DATE = re.compile(r"'\d{4}-\d{2}-\d{2}")
 
 
 def received_day(record: dict) -> dt.date:
-    return (
-        dt.datetime.fromisoformat(record["receivedDateTime"].replace("Z", "+00:00")).astimezone(dt.timezone.utc).date()
-    )
+    return utc_day(record["receivedDateTime"])
 
 
 def mailbox_windows(records: list[dict]) -> list[MailboxWindow]:
@@ -129,6 +128,23 @@ def test_naive_datetimes_and_empty_windows_are_refused() -> None:
         odata_datetime("2001-11-27T00:00:00Z")  # type: ignore[arg-type]
 
 
+def test_a_delta_item_whose_date_cannot_place_it_fails_naming_the_request() -> None:
+    request = "delta kevin.hyatt@enron.com/inbox page 1"
+    # Read as the export reads it: any offset, "Z" included, decides the UTC day.
+    late = _delta_change({"id": "m1", "receivedDateTime": "2001-11-27T23:30:00-05:00"}, request)
+    assert late.received_day == dt.date(2001, 11, 28) and not late.removed
+    for received, problem in [
+        ("2001-11-27T10:00:00", "Input should have timezone info"),  # no offset: which day is unknown
+        ("yesterday", "Input should be a valid datetime"),
+    ]:
+        with pytest.raises(GraphRequestError) as raised:
+            _delta_change({"id": "m2", "receivedDateTime": received}, request)
+        assert str(raised.value).startswith(
+            f"{request}: HTTP 200 UnexpectedShape: unreadable receivedDateTime {received!r} of item m2 "
+            f"(receivedDateTime: {problem}"
+        )
+
+
 # -- bug #7: the server rejects quoted dates, the client never sends them -------------------------------
 
 
@@ -204,7 +220,7 @@ def test_every_partition_of_the_corpus_stores_what_the_export_stores(
     assert graph_report.messages_per_partition == export_report.messages_per_partition
     assert sum(len(w.days) for w in windows) == len(graph_report.messages_per_partition)
     assert not graph_report.incomplete and not graph_report.duplicate_ids and not graph_report.quarantined
-    assert graph_report.source_stats["requests"] == server.graph_requests  # every Graph request was a page
+    assert graph_report.source_stats["pages"] == server.graph_requests  # without faults, one request a page
     assert server.token_requests == 1  # one token, then MSAL's cache
 
 

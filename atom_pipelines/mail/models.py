@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 
 class EmailAddress(BaseModel):
@@ -98,6 +98,23 @@ class GraphMessage(BaseModel):
         }
         encoded = json.dumps(canonical, sort_keys=True, ensure_ascii=False).encode()
         return hashlib.sha256(encoded).hexdigest()
+
+
+#: How GraphMessage reads ``receivedDateTime`` (ISO 8601 with an offset or "Z"), for fields read on their own.
+_AWARE_DATETIME = TypeAdapter(AwareDatetime)
+
+
+def utc_day(value: object) -> dt.date:
+    """The UTC day of a timestamp, read exactly as :class:`GraphMessage` reads ``receivedDateTime``.
+
+    Raises pydantic's ValidationError (a ValueError) for anything else, a timestamp without an offset
+    included: which day it is depends on a time zone nobody stated."""
+    return _AWARE_DATETIME.validate_python(value).astimezone(dt.timezone.utc).date()
+
+
+def validation_problems(exc: ValidationError, whole: str = "record") -> str:
+    """Every problem pydantic found, on one line: ``field.path: message; ...`` (``whole`` for the value itself)."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors())
 
 
 def _address_pair(recipient: Recipient | None) -> list[str]:

@@ -29,7 +29,7 @@ from urllib3.util.retry import Retry
 
 from atom_pipelines import config
 from atom_pipelines.mail.gate import FileGate, PostgresGate, gate_for
-from atom_pipelines.mail.models import GraphMessage
+from atom_pipelines.mail.models import GraphMessage, utc_day, validation_problems
 from atom_pipelines.mail.odata import (
     DELTA_FIELDS,
     MESSAGE_FIELDS,
@@ -71,9 +71,9 @@ class GraphAuthError(GraphError):
 class GraphRequestError(GraphError):
     """A Graph request ended in an error status, after every retry it was due."""
 
-    def __init__(self, what: str, status: int, code: str, message: str, request_id: str | None) -> None:
+    def __init__(self, request_name: str, status: int, code: str, message: str, request_id: str | None) -> None:
         self.status, self.code, self.graph_message, self.request_id = status, code, message, request_id
-        super().__init__(f"{what}: HTTP {status} {code}: {message} (request-id {request_id or 'none'})")
+        super().__init__(f"{request_name}: HTTP {status} {code}: {message} (request-id {request_id or 'none'})")
 
 
 class DeltaTokenExpiredError(GraphError):
@@ -85,8 +85,9 @@ class WindowListing:
     """Everything Graph listed for one contiguous span of days, with how the listing went."""
 
     items: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> the last version listed
+    # Pages listed, one request each when nothing fails; Graph may have been asked more often (urllib3's retries
+    # on 429/503/504, a page asked again after a cut-off transfer), which no counter here claims to count.
     pages: int = 0
-    requests: int = 0
     repeated_ids: list[str] = field(default_factory=list)  # listed on more than one page
     reported_count: int | None = None  # Graph's @odata.count, when it gives one
 
@@ -200,7 +201,7 @@ class GraphClient:
         self,
         url: str,
         mailbox: str,
-        what: str,
+        request_name: str,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[dict[str, Any], requests.Response]:
@@ -220,25 +221,25 @@ class GraphClient:
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
                 truncated += 1
                 if truncated > TRUNCATED_PAGE_RETRIES:
-                    raise GraphError(f"{what}: the page was cut off {truncated} times: {exc}") from exc
-                log.warning("%s: page cut off mid-transfer (%s), asking again", what, type(exc).__name__)
+                    raise GraphError(f"{request_name}: the page was cut off {truncated} times: {exc}") from exc
+                log.warning("%s: page cut off mid-transfer (%s), asking again", request_name, type(exc).__name__)
                 continue
             except requests.exceptions.RetryError as exc:
-                raise GraphError(f"{what}: retries exhausted: {exc}") from exc
+                raise GraphError(f"{request_name}: retries exhausted: {exc}") from exc
             except requests.RequestException as exc:
-                raise GraphError(f"{what}: {type(exc).__name__}: {exc}") from exc
+                raise GraphError(f"{request_name}: {type(exc).__name__}: {exc}") from exc
             if response.status_code == 401 and not refreshed and _error_code(response) == "InvalidAuthenticationToken":
-                log.info("%s: token rejected as expired, asking for a fresh one", what)
+                log.info("%s: token rejected as expired, asking for a fresh one", request_name)
                 self.drop_cached_tokens()
                 refreshed = True
                 continue
             if response.status_code >= 400:
-                raise _request_error(what, response)
+                raise _request_error(request_name, response)
             try:
                 return response.json(), response
             except requests.JSONDecodeError as exc:
                 raise GraphRequestError(
-                    what,
+                    request_name,
                     response.status_code,
                     "UnparsableResponse",
                     f"body is not JSON: {exc}",
@@ -261,17 +262,16 @@ class GraphClient:
         headers = {"Prefer": PREFER_TEXT_BODY} if text_bodies else {}
         url: str | None = f"{self.api_url}/users/{quote(mailbox)}/messages"
         listing = WindowListing()
-        what = f"listing {mailbox} {days[0]}..{days[-1]}"
+        request_name = f"listing {mailbox} {days[0]}..{days[-1]}"
         while url:
-            page, _response = self.get(url, mailbox, f"{what} page {listing.pages + 1}", params, headers)
+            page, _response = self.get(url, mailbox, f"{request_name} page {listing.pages + 1}", params, headers)
             params = None  # a nextLink carries every query option already
             listing.pages += 1
-            listing.requests += 1
             if listing.reported_count is None and isinstance(page.get("@odata.count"), int):
                 listing.reported_count = page["@odata.count"]
             values = page.get("value")
             if not isinstance(values, list):
-                raise GraphRequestError(what, 200, "UnexpectedShape", "page has no 'value' list", None)
+                raise GraphRequestError(request_name, 200, "UnexpectedShape", "page has no 'value' list", None)
             for item in values:
                 item_id = item.get("id") if isinstance(item, dict) else None
                 if not isinstance(item_id, str):
@@ -301,21 +301,21 @@ class GraphClient:
             "$top": "1",
             "$select": "id,receivedDateTime",
         }
-        what = f"oldest message of {mailbox}"
-        page, _response = self.get(f"{self.api_url}/users/{quote(mailbox)}/messages", mailbox, what, params)
+        request_name = f"oldest message of {mailbox}"
+        page, _response = self.get(f"{self.api_url}/users/{quote(mailbox)}/messages", mailbox, request_name, params)
         values = page.get("value") or []
         if not values:
             return None
-        change = _delta_change(values[0], what)  # the same id + receivedDateTime reading as a delta item
+        change = _delta_change(values[0], request_name)  # the same id + receivedDateTime reading as a delta item
         if change.received_day is None:
             raise GraphRequestError(
-                what, 200, "UnexpectedShape", f"no readable receivedDateTime: {values[0]!r:.200}", None
+                request_name, 200, "UnexpectedShape", f"no readable receivedDateTime: {values[0]!r:.200}", None
             )
         return change.received_day
 
     def delta_round(self, mailbox: str, folder: str, delta_link: str | None, page_size: int) -> DeltaRound:
         """One delta round of a folder: from ``delta_link``, or an initial round listing the whole folder."""
-        what = f"delta {mailbox}/{folder}"
+        request_name = f"delta {mailbox}/{folder}"
         if delta_link:
             url, params = delta_link, None
         else:
@@ -326,39 +326,44 @@ class GraphClient:
         pages = 0
         while True:
             try:
-                page, _response = self.get(url, mailbox, f"{what} page {pages + 1}", params, headers)
+                page, _response = self.get(url, mailbox, f"{request_name} page {pages + 1}", params, headers)
             except GraphRequestError as exc:
                 if exc.status == 410 or exc.code.lower() in ("syncstatenotfound", "syncstateinvalid"):
-                    raise DeltaTokenExpiredError(f"{what}: delta token expired ({exc})") from exc
+                    raise DeltaTokenExpiredError(f"{request_name}: delta token expired ({exc})") from exc
                 raise
             params = None
             pages += 1
             for item in page.get("value") or []:
-                changes.append(_delta_change(item, what))
+                changes.append(_delta_change(item, request_name))
             if page.get("@odata.nextLink"):
                 url = page["@odata.nextLink"]
                 continue
             if page.get("@odata.deltaLink"):
                 return DeltaRound(changes=changes, delta_link=page["@odata.deltaLink"], pages=pages)
-            raise GraphRequestError(what, 200, "UnexpectedShape", "page has neither nextLink nor deltaLink", None)
+            raise GraphRequestError(
+                request_name, 200, "UnexpectedShape", "page has neither nextLink nor deltaLink", None
+            )
 
 
-def _delta_change(item: dict[str, Any], what: str) -> DeltaChange:
+def _delta_change(item: dict[str, Any], request_name: str) -> DeltaChange:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        raise GraphRequestError(what, 200, "UnexpectedShape", f"delta item without an id: {item!r:.200}", None)
+        raise GraphRequestError(request_name, 200, "UnexpectedShape", f"delta item without an id: {item!r:.200}", None)
     if "@removed" in item:
         return DeltaChange(message_id=item["id"], removed=True)
     received = item.get("receivedDateTime")
     day = None
-    if isinstance(received, str):
+    if received is not None:
         try:
-            parsed = dt.datetime.fromisoformat(received.replace("Z", "+00:00"))
-        except ValueError as exc:
+            day = utc_day(received)
+        except ValidationError as exc:  # unreadable, or without an offset: which day it is cannot be told
             raise GraphRequestError(
-                what, 200, "UnexpectedShape", f"unreadable receivedDateTime {received!r}", None
+                request_name,
+                200,
+                "UnexpectedShape",
+                f"unreadable receivedDateTime {received!r} of item {item['id']} "
+                f"({validation_problems(exc, 'receivedDateTime')})",
+                None,
             ) from exc
-        if parsed.tzinfo is not None:
-            day = parsed.astimezone(dt.timezone.utc).date()
     return DeltaChange(message_id=item["id"], removed=False, received_day=day, change_key=item.get("changeKey"))
 
 
@@ -369,7 +374,7 @@ def _error_code(response: requests.Response) -> str:
         return ""
 
 
-def _request_error(what: str, response: requests.Response) -> GraphRequestError:
+def _request_error(request_name: str, response: requests.Response) -> GraphRequestError:
     code, message = f"HTTP{response.status_code}", response.text[:300]
     try:
         error = response.json()["error"]
@@ -378,9 +383,9 @@ def _request_error(what: str, response: requests.Response) -> GraphRequestError:
     except (ValueError, KeyError, TypeError, AttributeError):
         request_id = None
     if response.status_code in (429, 503, 504):
-        what = f"{what}: retries exhausted"
+        request_name = f"{request_name}: retries exhausted"
     return GraphRequestError(
-        what, response.status_code, code, message, response.headers.get("request-id") or request_id
+        request_name, response.status_code, code, message, response.headers.get("request-id") or request_id
     )
 
 
@@ -451,10 +456,9 @@ class GraphMailSource(MailSource):
 
     def fetch_window(self, window: MailboxWindow) -> WindowBatch:
         batch = WindowBatch(window=window)
-        stats = {"requests": 0, "pages": 0, "repeated_items": 0, "listed_items": 0}
+        stats = {"pages": 0, "repeated_items": 0, "listed_items": 0}
         for span in contiguous_spans(window.days):
             listing = self.client.list_span(window.mailbox, span, self.page_size, self.use_select, self.text_bodies)
-            stats["requests"] += listing.requests
             stats["pages"] += listing.pages
             stats["repeated_items"] += len(listing.repeated_ids)
             stats["listed_items"] += len(listing.items)
@@ -472,9 +476,7 @@ class GraphMailSource(MailSource):
             try:
                 message = GraphMessage.model_validate(item)
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in exc.errors()
-                )
+                problems = validation_problems(exc)
                 excerpt = json.dumps(item)[:RAW_EXCERPT_CHARS]
                 for day in span:  # an unreadable item may belong to any day of the span: nothing hides
                     batch.rejected_by_day[day].append(

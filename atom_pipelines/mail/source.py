@@ -19,7 +19,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, ValidationError
 
 from atom_pipelines import config
-from atom_pipelines.mail.models import GraphMessage
+from atom_pipelines.mail.models import GraphMessage, utc_day, validation_problems
 from atom_pipelines.partitions import MailboxWindow
 
 #: How much of a rejected line the quarantine keeps, so a bad record is findable without storing megabytes.
@@ -65,7 +65,7 @@ class WindowBatch:
     rejected_by_day: dict[dt.date, list[RejectedRecord]] = field(default_factory=dict)
     listed_by_day: dict[dt.date, int] = field(default_factory=dict)
     incomplete_by_day: dict[dt.date, str] = field(default_factory=dict)
-    #: Counters of how the listing went (requests, pages, retried pages...), shown as run metadata.
+    #: Counters of how the listing went (pages, repeated items...), shown as run metadata.
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -126,10 +126,6 @@ class ExportMailSource(MailSource):
         # An export is finished: its history ends with its last message.
         days = [day for day in self._index().messages.get(mailbox, {}) if day >= not_before]
         return (min(days), max(days)) if days else None
-
-    def rejected_records(self) -> list[RejectedRecord]:
-        """Every record of the export that could not be accepted, in file and line order."""
-        return list(self._index().rejected)
 
     def _index(self) -> _ExportIndex:
         return _load_index(Path(self.export_dir))
@@ -216,21 +212,14 @@ def parse_export_line(line: str, origin: str) -> SourcedMessage | RejectedRecord
     try:
         message = GraphMessage.model_validate(record)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in exc.errors()
-        )
-        return RejectedRecord(origin, f"invalid message: {problems}", excerpt, mailbox, day)
+        return RejectedRecord(origin, f"invalid message: {validation_problems(exc)}", excerpt, mailbox, day)
     return SourcedMessage(mailbox=mailbox, message=message, origin=origin)
 
 
 def _readable_day(value: object) -> dt.date | None:
-    """The UTC day of a timestamp when it can be read with an offset, else None ('could be any day')."""
-    if not isinstance(value, str):
-        return None
+    """The UTC day of a rejected record's timestamp when it can be read with an offset, else None: the
+    record could be of any day, and is quarantined in every partition of its mailbox."""
     try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return utc_day(value)
+    except ValidationError:  # no timestamp, not one, or one without an offset
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(dt.timezone.utc).date()

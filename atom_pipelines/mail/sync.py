@@ -23,7 +23,7 @@ class SyncReport:
     duplicate_ids: dict[str, list[str]] = field(default_factory=dict)  # partition -> ids listed twice
     quarantined: dict[str, list[RejectedRecord]] = field(default_factory=dict)  # partition -> records
     incomplete: dict[str, str] = field(default_factory=dict)  # partition -> why stored != listed
-    source_stats: Counter = field(default_factory=Counter)  # requests, pages, repeated items...
+    source_stats: Counter = field(default_factory=Counter)  # pages, repeated items...
     chars_raw: int = 0
     chars_extraction: int = 0
     text_basis: Counter = field(default_factory=Counter)
