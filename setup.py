@@ -1,7 +1,7 @@
 from setuptools import find_packages, setup
 
 # Dagster and dagster-postgres are released as a matched set: an unpinned install once resolved a 2021
-# dagster-postgres (see docs/dagster_notes.md). Bump them together.
+# dagster-postgres (see docs/reference/dagster_notes.md). Bump them together.
 DAGSTER_VERSION = "1.13.27"
 DAGSTER_LIBS_VERSION = "0.29.27"
 
