@@ -329,7 +329,11 @@ def test_key_status_missing_rejected_and_accepted(
     }
 
     assert statuses["sally.beck@enron.com"].accepted is True and statuses["sally.beck@enron.com"].key_env == "GOOD_KEY"
-    assert statuses["kay.mann@enron.com"].accepted is False and "401" in statuses["kay.mann@enron.com"].reason
+    rejected = statuses["kay.mann@enron.com"]
+    # OpenAI's code and message read from its error body (the same reading as an extraction call's reason).
+    assert rejected.accepted is False and rejected.reason.startswith(
+        "rejected by the provider: HTTP 401 invalid_api_key: Incorrect API key provided"
+    )
     assert (
         statuses["a@example.org"].configured is False and "$MISSING_KEY is not set" in statuses["a@example.org"].reason
     )

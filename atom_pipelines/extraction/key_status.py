@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import openai
 
-from atom_pipelines.extraction.answers import preview
 from atom_pipelines.extraction.extractor import EntityExtractor
+from atom_pipelines.extraction.openai_provider import error_detail
 
 
 @dataclass(frozen=True)
@@ -62,21 +62,17 @@ def _ask_provider(extractor: EntityExtractor, key_env: str, models: tuple[str, .
         return (
             True,
             False,
-            f"rejected by the provider: HTTP {exc.status_code} {_code(exc)} (request id {exc.request_id})",
+            f"rejected by the provider: HTTP {exc.status_code} {error_detail(exc)} (request id {exc.request_id})",
         )
     except openai.APIStatusError as exc:
-        return True, False, f"provider answered HTTP {exc.status_code} {_code(exc)} (request id {exc.request_id})"
+        return (
+            True,
+            False,
+            f"provider answered HTTP {exc.status_code} {error_detail(exc)} (request id {exc.request_id})",
+        )
     except openai.APIConnectionError as exc:
         return True, False, f"provider unreachable: {type(exc).__name__}: {exc}"
     missing = [model for model in models if model not in offered]
     if missing:
         return True, True, f"accepted; but the endpoint does not list model(s) {', '.join(missing)}"
     return True, True, "accepted"
-
-
-def _code(exc: openai.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body)
-    code = error.get("code") if isinstance(error, dict) else None
-    message = error.get("message") if isinstance(error, dict) else None
-    return f"{code or type(exc).__name__}: {preview(message or '')}"

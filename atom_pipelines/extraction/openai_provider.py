@@ -79,7 +79,7 @@ class OpenAIProvider(ExtractionProvider):
         self.pacer.observe(raw.headers)
         completion = raw.parse()
         usage = _usage(completion)
-        base = {
+        call_fields = {
             "provider": self.name,
             "model": self.model,
             "usage": usage,
@@ -87,24 +87,24 @@ class OpenAIProvider(ExtractionProvider):
             "latency_ms": (time.perf_counter() - started) * 1000,
         }
         if not completion.choices:
-            return Attempt(outcome=Outcome.NO_CONTENT, reason="response has no choices", **base)
+            return Attempt(outcome=Outcome.NO_CONTENT, reason="response has no choices", **call_fields)
         choice = completion.choices[0]
         content = choice.message.content
-        base["raw_preview"] = preview(content if content is not None else choice.message.refusal)
+        call_fields["raw_preview"] = preview(content if content is not None else choice.message.refusal)
         if getattr(choice.message, "refusal", None):
-            return Attempt(outcome=Outcome.REFUSED, reason=f"refusal: {choice.message.refusal[:200]}", **base)
+            return Attempt(outcome=Outcome.REFUSED, reason=f"refusal: {choice.message.refusal[:200]}", **call_fields)
         if choice.finish_reason == "content_filter":
-            return Attempt(outcome=Outcome.REFUSED, reason="finish_reason=content_filter", **base)
+            return Attempt(outcome=Outcome.REFUSED, reason="finish_reason=content_filter", **call_fields)
         if choice.finish_reason == "length":
             return Attempt(
                 outcome=Outcome.TRUNCATED,
                 reason=f"finish_reason=length after {usage.completion} completion tokens",
-                **base,
+                **call_fields,
             )
         parsed = parse_answer(content)
         if parsed.answer is None:
-            return Attempt(outcome=parsed.outcome, reason=parsed.reason, **base)
-        return grounded_attempt(parsed.answer, message, parsed.outcome, parsed.reason, base)
+            return Attempt(outcome=parsed.outcome, reason=parsed.reason, **call_fields)
+        return grounded_attempt(parsed.answer, message, parsed.outcome, parsed.reason, call_fields)
 
     def _failed(self, outcome: Outcome, reason: str, started: float) -> Attempt:
         return Attempt(
@@ -117,9 +117,10 @@ class OpenAIProvider(ExtractionProvider):
 
 
 def grounded_attempt(
-    answer: ExtractionAnswer, message: MessageText, outcome: Outcome, reason: str, base: dict
+    answer: ExtractionAnswer, message: MessageText, outcome: Outcome, reason: str, call_fields: dict
 ) -> Attempt:
-    """A valid answer as an attempt: grounded entities plus the message's header participants."""
+    """A valid answer as an attempt: grounded entities plus the message's header participants.
+    ``call_fields``: the Attempt fields that describe the call (provider, model, usage, cost, latency...)."""
     grounded = ground(answer, message)
     headers = header_mentions(message)
     return Attempt(
@@ -132,7 +133,7 @@ def grounded_attempt(
         dropped_entities=grounded.dropped_entities,
         dropped_relations=grounded.dropped_relations,
         answer_json=answer.model_dump_json(),
-        **base,
+        **call_fields,
     )
 
 
@@ -150,10 +151,16 @@ def _usage(completion: object) -> TokenUsage:
     )
 
 
-def _status_reason(exc: openai.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body, dict) else {}
+def error_detail(exc: openai.APIStatusError) -> str:
+    """OpenAI's error body in one line: ``code: message`` (``{"error": {"code", "message"}}``, or the body as
+    it came when it has another shape); the exception's type stands in for a missing code."""
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    detail = message or json.dumps(exc.body)[:200] if exc.body else str(exc)
-    return f"HTTP {exc.status_code} {code or type(exc).__name__}: {preview(detail)} (request id {exc.request_id})"
+    detail = message or (json.dumps(body)[:200] if body else str(exc))
+    return f"{code or type(exc).__name__}: {preview(detail)}"
+
+
+def _status_reason(exc: openai.APIStatusError) -> str:
+    return f"HTTP {exc.status_code} {error_detail(exc)} (request id {exc.request_id})"

@@ -80,8 +80,8 @@ class ExtractionSession:
             if cached is not None:
                 answer = ExtractionAnswer.model_validate_json(cached["answer_json"])
                 outcome = Outcome(cached["outcome"])
-                base = {"provider": spec.kind, "model": spec.model, "cache_hit": True, "raw_preview": "<cache>"}
-                return grounded_attempt(answer, message, outcome, f"cached {outcome.value}", base)
+                call_fields = {"provider": spec.kind, "model": spec.model, "cache_hit": True, "raw_preview": "<cache>"}
+                return grounded_attempt(answer, message, outcome, f"cached {outcome.value}", call_fields)
         # The request as tiktoken counts it (system prompt, the message, the chat framing) plus the whole output
         # allowance: what the call can spend at most, settled below at what the provider says it used.
         estimate = prompt_tokens(prompt_for(message)) + self.extractor.max_output_tokens
