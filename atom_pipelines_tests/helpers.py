@@ -39,22 +39,26 @@ def materialize_days(
     last = dt.date.fromisoformat(str(last_day or first_day))
     if mailbox not in instance.get_dynamic_partitions(MAILBOX_DIMENSION):
         instance.add_dynamic_partitions(MAILBOX_DIMENSION, [mailbox])
-    if first == last:
-        extra: dict[str, Any] = {"partition_key": partition_key(mailbox, first)}
-    else:
-        extra = {
-            "tags": {
-                "dagster/asset_partition_range_start": partition_key(mailbox, first),
-                "dagster/asset_partition_range_end": partition_key(mailbox, last),
-            }
-        }
     return materialize(
         assets or PARTITIONED_CHAIN,
         instance=instance,
         resources=run_resources,
         raise_on_error=raise_on_error,
-        **extra,
+        **partition_selection(mailbox, first, last),
     )
+
+
+def partition_selection(mailbox: str, first: dt.date, last: dt.date) -> dict[str, Any]:
+    """The ``materialize`` arguments that select one mailbox's days [first, last] as one run: the partition
+    key of a single day, or the partition range tags a multi_run backfill chunk carries."""
+    if first == last:
+        return {"partition_key": partition_key(mailbox, first)}
+    return {
+        "tags": {
+            "dagster/asset_partition_range_start": partition_key(mailbox, first),
+            "dagster/asset_partition_range_end": partition_key(mailbox, last),
+        }
+    }
 
 
 def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:

@@ -59,7 +59,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 import warnings  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -82,7 +81,7 @@ from atom_pipelines import config  # noqa: E402
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, outlook_messages  # noqa: E402
 from atom_pipelines.extraction.extractor import EntityExtractor  # noqa: E402
 from atom_pipelines.mail.source import ExportMailSource, SourcedMessage, parse_export_line  # noqa: E402
-from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key  # noqa: E402
+from atom_pipelines.partitions import MAILBOX_DIMENSION  # noqa: E402
 from atom_pipelines.store.resource import MailStore, dispose_engine  # noqa: E402
 
 try:  # Dagster's own warnings about beta/preview APIs are not what this measures.
@@ -95,11 +94,11 @@ except ImportError:  # pragma: no cover
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # atom_pipelines_tests is not installed: its corpus helper is imported from the checkout
-from atom_pipelines_tests.conftest import plain_corpus_tempdir  # noqa: E402
+from atom_pipelines_tests.conftest import ADMIN_URL, fresh_postgres_database, plain_corpus_tempdir  # noqa: E402
+from atom_pipelines_tests.helpers import partition_selection  # noqa: E402
 
 # The export source reads plain *.jsonl files of a directory, and the corpus ships gzipped.
 CORPUS_DIR = Path(os.environ.get("ATOM_BENCH_CORPUS_DIR") or plain_corpus_tempdir())
-ADMIN_URL = os.environ.get("ATOM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 CHAIN = [outlook_messages, email_entities, entity_links]
 STAGES = ["outlook_messages", "email_entities", "entity_links", "entity_graph"]
 #: Check evaluations every run of the chain must produce (names of the checks declared on the three assets).
@@ -157,16 +156,10 @@ def chunks(first: dt.date, last: dt.date, size: int) -> list[tuple[dt.date, dt.d
 def run_chain(
     instance: DagsterInstance, resources: dict[str, Any], mailbox: str, first: dt.date, last: dt.date
 ) -> ExecuteInProcessResult:
-    if first == last:
-        extra: dict[str, Any] = {"partition_key": partition_key(mailbox, first)}
-    else:
-        extra = {
-            "tags": {
-                "dagster/asset_partition_range_start": partition_key(mailbox, first),
-                "dagster/asset_partition_range_end": partition_key(mailbox, last),
-            }
-        }
-    return materialize(CHAIN, instance=instance, resources=resources, raise_on_error=False, run_config=QUIET, **extra)
+    selection = partition_selection(mailbox, first, last)
+    return materialize(
+        CHAIN, instance=instance, resources=resources, raise_on_error=False, run_config=QUIET, **selection
+    )
 
 
 def verify_run(result: ExecuteInProcessResult, what: str, days: int, tally: Counter) -> list[str]:
@@ -427,21 +420,16 @@ def with_sqlite(fn: Callable[[str], Any]) -> Any:
 
 @contextlib.contextmanager
 def postgres_database(purpose: str) -> Iterator[str]:
-    """A fresh database ``atom_bench_<random>`` on the server of ADMIN_URL, dropped afterwards."""
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"atom_bench_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    print(f"[{purpose}] created PostgreSQL database {name}", flush=True)
+    """A fresh database ``atom_bench_<random>`` on the server of ADMIN_URL (the tests' helper), dropped afterwards."""
+    name = None
     try:
-        yield url
+        with fresh_postgres_database("atom_bench") as url:
+            name = sa.engine.make_url(url).database
+            print(f"[{purpose}] created PostgreSQL database {name}", flush=True)
+            yield url
     finally:
-        dispose_engine(url)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        print(f"[{purpose}] dropped PostgreSQL database {name}", flush=True)
+        if name is not None:
+            print(f"[{purpose}] dropped PostgreSQL database {name}", flush=True)
 
 
 def with_postgres(fn: Callable[[str], Any]) -> Any:
