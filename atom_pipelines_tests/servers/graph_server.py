@@ -83,13 +83,15 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message as HeaderMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlencode
 
 import trustme
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+
+from atom_pipelines_tests.servers.http import BackgroundServer, QuietHandler
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 #: Metadata contexts name graph.microsoft.com, as real responses do: they identify, they are not followed.
@@ -402,7 +404,7 @@ class _FaultSlot:
     left: int
 
 
-class GraphServer:
+class GraphServer(BackgroundServer):
     """A real HTTPS server on 127.0.0.1 (a free port) that speaks Entra ID's client-credentials flow and
     Microsoft Graph's mail endpoints. Start it with ``with GraphServer(records) as server:`` (or
     ``start()``/``stop()``). Everything is thread-safe.
@@ -457,18 +459,12 @@ class GraphServer:
         ca.cert_pem.write_to_path(str(self.ca_bundle_path))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-        self._httpd = _TLSServer(("127.0.0.1", 0), _Handler)
-        self._httpd.ssl_context = context
-        self._httpd.app = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="graph-test-server", daemon=True
-        )
+        httpd = _TLSServer(("127.0.0.1", 0), _Handler)
+        httpd.ssl_context = context
+        httpd.app = self
+        self._serve_in_background(httpd, "graph-test-server")
 
     # -- lifecycle --------------------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
 
     @property
     def authority_host(self) -> str:
@@ -484,22 +480,9 @@ class GraphServer:
         """``https://127.0.0.1:PORT/v1.0``: where ``https://graph.microsoft.com/v1.0`` would be."""
         return f"{self.authority_host}/v1.0"
 
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        if self._thread.is_alive():  # shutdown() would wait forever for a loop that never started
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
+        super().stop()
         shutil.rmtree(self._tls_dir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def session(self) -> Any:
         """A ``requests.Session`` that trusts this server's CA and ignores REQUESTS_CA_BUNDLE (facts §6)."""
@@ -1641,10 +1624,7 @@ class _TLSServer(ThreadingHTTPServer):
             self.app._errors.append(traceback.format_exc())
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests' connection pool expects
-    # TCP_NODELAY: otherwise Nagle's algorithm and delayed ACKs add ~40 ms to every answer.
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     server_version = "atom-graph-test"
     timeout = 60  # an idle keep-alive connection (or a stalled TLS handshake) frees its thread after this
     server: _TLSServer
@@ -1661,9 +1641,6 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
         finally:
             self.connection.close()
-
-    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
-        pass  # quiet: tests read request_log, not access logs
 
     def do_GET(self) -> None:
         self._serve("GET")

@@ -56,8 +56,10 @@ import traceback
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Literal, Self, get_args
+from http.server import ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from atom_pipelines_tests.servers.http import BackgroundServer, QuietHandler
 
 if TYPE_CHECKING:
     import openai
@@ -286,7 +288,7 @@ class _Counters:
     bodies: list[dict] = field(default_factory=list)
 
 
-class OpenAICompatibleServer:
+class OpenAICompatibleServer(BackgroundServer):
     """A real HTTP server on 127.0.0.1 (a free port) that speaks OpenAI's chat completions protocol.
 
     Start it with ``with OpenAICompatibleServer(...) as server:`` (or ``start()``/``stop()``) and point the
@@ -322,40 +324,16 @@ class OpenAICompatibleServer:
         self._window: collections.deque[float] = collections.deque()
         self._counters = _Counters()
         self._errors: list[str] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.app = self  # type: ignore[attr-defined]
-        # A short poll interval: stop() waits for the serving loop to notice, and tests start many servers.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="openai-test-server", daemon=True
-        )
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        httpd.app = self  # type: ignore[attr-defined]
+        self._serve_in_background(httpd, "openai-test-server")
 
     # -- lifecycle --------------------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
 
     @property
     def base_url(self) -> str:
         """What ``openai.OpenAI(base_url=...)`` needs: ``http://127.0.0.1:PORT/v1``."""
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():  # shutdown() would wait forever for a loop that never started
-            self._httpd.shutdown()
-            self._thread.join()
-        self._httpd.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def client(
         self, api_key: str | None = None, max_retries: int = 0, timeout: float = 10.0, **options: Any
@@ -761,15 +739,8 @@ def _error(
     )
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the openai client's connection pool expects
-    # TCP_NODELAY: otherwise Nagle's algorithm and delayed ACKs add ~40 ms
-    # to every answer (2,853 corpus messages: two minutes of waiting on nothing).
-    disable_nagle_algorithm = True
+class _Handler(QuietHandler):
     server_version = "atom-openai-test"
-
-    def log_message(self, format: str, *args: Any) -> None:  # stdlib signature
-        pass  # quiet: tests read counters, not access logs
 
     def do_GET(self) -> None:
         self._serve("GET", b"")

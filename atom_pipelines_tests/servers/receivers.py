@@ -27,11 +27,13 @@ import ssl
 import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from atom_pipelines_tests.servers.http import BackgroundServer, QuietHandler
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,30 @@ class ReceivedPost:
         return json.loads(self.body)
 
 
-class WebhookReceiver:
+class WebhookReceiver(BackgroundServer):
     """An HTTP server on 127.0.0.1 (a free port) that records every POST and answers the status it is told."""
 
     def __init__(self, status: int = 200, body: str = "ok") -> None:
         self._lock = threading.Lock()
         self._posts: list[ReceivedPost] = []
         self._answer = (status, body)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        receiver = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                with receiver._lock:
+                    status, text = receiver._answer
+                    receiver._posts.append(ReceivedPost(self.path, dict(self.headers.items()), body, status))
+                payload = text.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self._serve_in_background(ThreadingHTTPServer(("127.0.0.1", 0), Handler), "webhook-receiver")
 
     # -- control -------------------------------------------------------------------------------------------
 
@@ -74,51 +91,8 @@ class WebhookReceiver:
         """The POSTs answered with a 2xx status."""
         return [post for post in self.posts if 200 <= post.status < 300]
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the receiver is not running")
-        return self._server.server_address[1]
-
     def url(self, path: str = "/webhook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    # -- lifecycle -----------------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                with receiver._lock:
-                    status, text = receiver._answer
-                    receiver._posts.append(ReceivedPost(self.path, dict(self.headers.items()), body, status))
-                payload = text.encode("utf-8")
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 @dataclass(frozen=True)
