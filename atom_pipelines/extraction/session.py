@@ -109,27 +109,20 @@ class ExtractionSession:
 def run_provider(provider: ExtractionProvider, message: MessageText) -> Attempt:
     """Call one provider; a provider that raises (a bug) becomes an ``error`` attempt, never a lost message."""
     started = time.perf_counter()
+
+    def failed(outcome: Outcome, reason: str) -> Attempt:
+        latency_ms = (time.perf_counter() - started) * 1000
+        return Attempt(provider.name, provider.model, outcome, reason, latency_ms=latency_ms)
+
     try:
         attempt = provider.extract(message)
     except BudgetExceeded:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt that the blocking check reports
         log.exception("provider %s raised on message %s", provider.name, message.message_id)
-        return Attempt(
-            provider=provider.name,
-            model=provider.model,
-            outcome=Outcome.ERROR,
-            reason=f"{type(exc).__name__}: {exc}",
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+        return failed(Outcome.ERROR, f"{type(exc).__name__}: {exc}")
     if not isinstance(attempt, Attempt):
-        return Attempt(
-            provider=provider.name,
-            model=provider.model,
-            outcome=Outcome.NO_CONTENT,
-            reason=f"provider returned {type(attempt).__name__}, not an Attempt",
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
+        return failed(Outcome.NO_CONTENT, f"provider returned {type(attempt).__name__}, not an Attempt")
     return attempt
 
 
