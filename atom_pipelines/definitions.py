@@ -12,10 +12,15 @@ from atom_pipelines.jobs import mail_to_links_job, mailbox_freshness_job
 from atom_pipelines.resources import build_resources
 from atom_pipelines.schedules import mail_to_links_daily, mailbox_freshness_hourly
 from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
+from atom_pipelines.store.migrate import ensure_schema
 
 # Validated here at the latest (partitions.py reads the settings first, at import): a bad ATOM_* value
 # fails the code location's load with a SettingsError naming each bad variable, not each run later.
 settings = load_settings()
+# The store is checked at load too: a database behind the code's schema fails the load with
+# StoreSchemaOutOfDate and the command that upgrades it (`python -m atom_pipelines.store upgrade`), never a
+# half-written partition later; an empty database is created at head.
+ensure_schema(settings.database_url)
 
 defs = Definitions(
     assets=[outlook_messages, email_entities, entity_links, entity_graph, llm_key_status],

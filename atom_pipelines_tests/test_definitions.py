@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import sqlalchemy as sa
 from dagster import AssetKey, DynamicPartitionsDefinition, EnvVar, MultiPartitionsDefinition
 
 from atom_pipelines_tests.conftest import REPO_ROOT
@@ -50,13 +51,15 @@ def test_definitions_import_with_the_contract_names() -> None:
     }
 
 
-def test_the_database_url_reaches_resources_only_as_an_env_var_name() -> None:
+def test_the_database_url_reaches_resources_only_as_an_env_var_name(postgres_database_url: str) -> None:
+    # The load checks the store's schema, so the URL must reach a real database; trust auth accepts the password.
+    url = sa.make_url(postgres_database_url).set(password="s3cret-pw").render_as_string(hide_password=False)
     code = (
         "from atom_pipelines.definitions import defs;"
         "store = defs.resources['store'];"
         "print(type(store.database_url).__name__, store.database_url.env_var_name)"
     )
-    env = {**os.environ, "ATOM_DATABASE_URL": "postgresql+psycopg2://atom:s3cret-pw@db.example/atom"}
+    env = {**os.environ, "ATOM_DATABASE_URL": url}
     out = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout

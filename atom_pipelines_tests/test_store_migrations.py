@@ -292,6 +292,25 @@ def test_a_database_at_0001_is_refused_naming_the_command_and_nothing_is_written
     assert fingerprint(database_url) == untouched
 
 
+def test_loading_the_code_location_on_a_database_at_0001_fails_with_the_command(
+    database_url: str, pipeline_rows: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    the_0001_release_wrote(database_url, pipeline_rows)
+    untouched = fingerprint(database_url)
+    env = {**os.environ, "ATOM_DATABASE_URL": with_password(database_url), "DAGSTER_HOME": str(tmp_path)}
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import atom_pipelines.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode != 0
+    assert "StoreSchemaOutOfDate" in loaded.stderr and UPGRADE_COMMAND in loaded.stderr
+    assert PASSWORD not in loaded.stderr + loaded.stdout
+    assert fingerprint(database_url) == untouched
+
+
 # -- (d) the documented command fixes it ---------------------------------------------------------------------
 
 
