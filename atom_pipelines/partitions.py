@@ -45,7 +45,10 @@ mailbox_day_partitions = MultiPartitionsDefinition(
 
 @dataclass(frozen=True, order=True)
 class MailboxWindow:
-    """One mailbox and the UTC days a run covers, as half-open ``[start, end)`` datetimes per day."""
+    """One mailbox and the UTC days a run covers: ascending, each once (as ``windows_from_partition_keys``
+    builds them), but not necessarily consecutive (a run may select any partitions of a mailbox), so whoever
+    lists by time range splits them into runs of consecutive days first (``mail.msgraph.contiguous_spans``).
+    Each day is ``[00:00, 24:00)`` UTC."""
 
     mailbox: str
     days: tuple[dt.date, ...]

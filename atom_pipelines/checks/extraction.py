@@ -40,14 +40,14 @@ def extraction_failures(report: ExtractionReport) -> dict[str, dict[str, Any]]:
     """Partition key -> what failed: messages no provider could extract, messages without an outcome row,
     or messages and not one entity."""
     failures: dict[str, dict[str, Any]] = {}
-    for key, part in report.partitions.items():
+    for key, partition in report.partitions.items():
         problems: dict[str, Any] = {}
-        if part.failed:
-            problems["failed_messages"] = part.failed
-        if part.without_outcome:
-            problems["messages_without_outcome"] = part.without_outcome
-        if part.messages and not part.entities:
-            problems["no_entities"] = f"{part.messages} messages, 0 entities"
+        if partition.failed:
+            problems["failed_messages"] = partition.failed
+        if partition.without_outcome:
+            problems["messages_without_outcome"] = partition.without_outcome
+        if partition.messages and not partition.entities:
+            problems["no_entities"] = f"{partition.messages} messages, 0 entities"
         if problems:
             failures[key] = problems
     return failures
@@ -57,9 +57,10 @@ def quiet_partitions(report: ExtractionReport, max_share: float) -> dict[str, st
     """Partition key -> how many messages with text were answered none_found, where that share is above
     ``max_share`` (``ATOM_MAX_NONE_FOUND_SHARE``) on at least ``MIN_MESSAGES_FOR_SHARE`` messages."""
     return {
-        key: f"{part.none_found_with_text} of {part.with_text} messages with text answered none_found"
-        for key, part in report.partitions.items()
-        if part.with_text >= MIN_MESSAGES_FOR_SHARE and part.none_found_with_text / part.with_text > max_share
+        key: f"{partition.none_found_with_text} of {partition.with_text} messages with text answered none_found"
+        for key, partition in report.partitions.items()
+        if partition.with_text >= MIN_MESSAGES_FOR_SHARE
+        and partition.none_found_with_text / partition.with_text > max_share
     }
 
 

@@ -1,10 +1,13 @@
-"""Neural links: edges between the entities of one message, built from what extraction stored.
+"""Entity links: edges between the entities of one message, built by fixed rules from what extraction stored
+(no model is asked here; an LLM's part is only the relations it read, which become ``rel:`` links):
 
 * ``sent_to`` / ``cc_to``: sender -> each To / Cc recipient (communication);
 * ``works_at``: person -> the organization of their address domain;
 * ``co_mention``: every pair of entities the text mentions (subject, greeting, body, sign-off), undirected,
   so stored once with the smaller key as source;
 * ``rel:<relation>``: a relation an LLM read in the message (``entity_relations``), source -> target.
+
+Every link weighs 1.0 for now (one message's evidence), so the graph's summed weight equals its link count.
 """
 
 from __future__ import annotations

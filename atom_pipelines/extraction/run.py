@@ -143,8 +143,8 @@ def _report(
         for day in window.days:
             report.partitions[partition_key(window.mailbox, day)] = PartitionExtraction()
     for row, result in zip(message_rows, results, strict=True):
-        part = report.partitions[partition_key(row["mailbox"], row["day"])]
-        part.messages += 1
+        partition = report.partitions[partition_key(row["mailbox"], row["day"])]
+        partition.messages += 1
         for attempt in result.attempts:
             report.usage += attempt.usage
             report.cost_usd += attempt.cost_usd
@@ -156,13 +156,13 @@ def _report(
             report.dropped_relations += attempt.dropped_relations
         accepted = result.accepted
         if accepted is None:
-            part.failed[row["message_id"]] = result.failure_reasons or "no provider was tried"
+            partition.failed[row["message_id"]] = result.failure_reasons or "no provider was tried"
             report.outcomes[result.attempts[-1].outcome.value if result.attempts else "untried"] += 1
         else:
             report.outcomes[accepted.outcome.value] += 1
             if row["extraction_text"].strip():
-                part.with_text += 1
-                part.none_found_with_text += accepted.outcome is Outcome.NONE_FOUND
+                partition.with_text += 1
+                partition.none_found_with_text += accepted.outcome is Outcome.NONE_FOUND
             label = "heuristic" if accepted.provider == "heuristic" else f"{accepted.provider}:{accepted.model}"
             report.messages_by_provider[label] += 1
     for entity in entity_rows:
