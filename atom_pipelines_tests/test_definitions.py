@@ -13,6 +13,7 @@ import sys
 import sqlalchemy as sa
 from dagster import AssetKey, DynamicPartitionsDefinition, EnvVar, MultiPartitionsDefinition
 
+from atom_pipelines.config import load_settings
 from atom_pipelines_tests.conftest import REPO_ROOT
 
 
@@ -33,11 +34,51 @@ def test_definitions_import_with_the_contract_names() -> None:
     assert set(dims) == {"mailbox", "date"}
     assert isinstance(dims["mailbox"], DynamicPartitionsDefinition) and dims["mailbox"].name == "mailbox"
     assert graph.get(AssetKey("entity_graph")).partitions_def is None
-    assert defs.resolve_job_def("mail_to_links") is not None
-    for sensor in ("register_mailboxes", "graph_delta_sync", "analyst_alerts"):
-        assert defs.resolve_sensor_def(sensor) is not None
-    for schedule in ("mail_to_links_daily", "mailbox_freshness_hourly"):
-        assert defs.resolve_schedule_def(schedule) is not None
+    # The jobs: the partitioned chain with its own checks, and the freshness check alone.
+    chain = defs.resolve_job_def("mail_to_links")
+    assert {key.to_user_string() for key in chain.asset_layer.selected_asset_keys} == {
+        "outlook_messages",
+        "email_entities",
+        "entity_links",
+    }
+    assert chain.partitions_def == partitions
+    assert {key.name for key in chain.asset_layer.asset_graph.asset_check_keys} == {
+        "no_duplicate_message_ids",
+        "no_quarantined_records",
+        "listing_complete",
+        "extraction_succeeded",
+        "none_found_share_sane",
+        "links_point_at_entities",
+    }
+    freshness = defs.resolve_job_def("mailbox_freshness")
+    assert freshness.asset_layer.selected_asset_keys == set()
+    assert {key.name for key in freshness.asset_layer.asset_graph.asset_check_keys} == {"mailboxes_fresh"}
+    # Sensors: the two that launch runs launch the chain; the alerts sensor launches nothing.
+    targets = {
+        name: [target.job_name for target in defs.resolve_sensor_def(name).targets]
+        for name in ("register_mailboxes", "graph_delta_sync", "analyst_alerts")
+    }
+    assert targets == {
+        "register_mailboxes": ["mail_to_links"],
+        "graph_delta_sync": ["mail_to_links"],
+        "analyst_alerts": [],
+    }
+    # Schedules: the daily sync at the configured UTC time, the freshness check every hour.
+    settings = load_settings()
+    daily, hourly = (
+        defs.resolve_schedule_def("mail_to_links_daily"),
+        defs.resolve_schedule_def("mailbox_freshness_hourly"),
+    )
+    assert (daily.job_name, daily.cron_schedule, daily.execution_timezone) == (
+        "mail_to_links",
+        f"{settings.daily_sync_minute} {settings.daily_sync_hour} * * *",
+        "UTC",
+    )
+    assert (hourly.job_name, hourly.cron_schedule, hourly.execution_timezone) == (
+        "mailbox_freshness",
+        "30 * * * *",
+        "UTC",
+    )
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {
         "no_duplicate_message_ids",

@@ -337,7 +337,8 @@ def test_outcome_is_entities_with_a_count_and_says_heuristic() -> None:
     assert attempt.reason == f"{len(attempt.mentions)} entities"
     assert len(attempt.mentions) == 3  # sender, enron.com, the fee
     assert (attempt.provider, attempt.model) == ("heuristic", "rules-v1")
-    assert attempt.latency_ms >= 0
+    # Measured, not left at the default 0.0 (perf_counter ticks in nanoseconds; the rules take microseconds).
+    assert 0 < attempt.latency_ms < 5_000
 
 
 @pytest.mark.parametrize(
