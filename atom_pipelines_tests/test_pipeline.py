@@ -17,6 +17,7 @@ from atom_pipelines.extraction.chain import ProviderSpec
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
+from atom_pipelines.mail.models import utc_day
 from atom_pipelines.partitions import partition_key
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
@@ -57,7 +58,7 @@ def table_rows(database_url: str, table: sa.Table) -> list[tuple]:
 def received_days(records: list[dict]) -> dict[dt.date, int]:
     days: dict[dt.date, int] = {}
     for record in records:
-        day = dt.datetime.fromisoformat(record["receivedDateTime"].replace("Z", "+00:00")).date()
+        day = utc_day(record["receivedDateTime"])  # the partition's day, as the source reads it
         days[day] = days.get(day, 0) + 1
     return days
 
