@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
-from atom_pipelines.extraction.chain import ProviderSpec
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
 from atom_pipelines.mail.models import utc_day
 from atom_pipelines.partitions import partition_key
+from atom_pipelines.provider_chain import ProviderSpec
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import (

@@ -27,9 +27,9 @@ from dagster import EnvVar
 
 from atom_pipelines import config
 from atom_pipelines.config import FALSE_WORDS, TRUE_WORDS, Settings, SettingsError, load_settings
-from atom_pipelines.extraction.chain import DEFAULT_CHAIN_WITH_KEY, DEFAULT_CHAIN_WITHOUT_KEY
 from atom_pipelines.mail.msgraph import GraphMailSource
 from atom_pipelines.mail.source import ExportMailSource
+from atom_pipelines.provider_chain import DEFAULT_CHAIN_WITH_KEY, DEFAULT_CHAIN_WITHOUT_KEY
 from atom_pipelines.resources import build_alert_channels, build_mail_source, build_resources
 from atom_pipelines_tests.conftest import REPO_ROOT
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
-from atom_pipelines.extraction.chain import ProviderSpec
 from atom_pipelines.extraction.prompt import PROMPT_VERSION, prompt_for
 from atom_pipelines.extraction.providers import MessageText
 from atom_pipelines.extraction.schema import schema_hash
+from atom_pipelines.provider_chain import ProviderSpec
 
 
 class ExtractionCache:

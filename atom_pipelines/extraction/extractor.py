@@ -24,7 +24,12 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from atom_pipelines.extraction.cache import ExtractionCache
-from atom_pipelines.extraction.chain import (
+from atom_pipelines.extraction.openai_provider import OpenAIProvider
+from atom_pipelines.extraction.outcomes import MessageExtraction
+from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
+from atom_pipelines.extraction.ratelimit import RequestPacer
+from atom_pipelines.extraction.session import ExtractionSession
+from atom_pipelines.provider_chain import (
     DEFAULT_CHAIN_WITHOUT_KEY,
     DEFAULT_KEY_ENV,
     ChainConfigError,
@@ -33,11 +38,6 @@ from atom_pipelines.extraction.chain import (
     parse_chain,
     parse_key_map,
 )
-from atom_pipelines.extraction.openai_provider import OpenAIProvider
-from atom_pipelines.extraction.outcomes import MessageExtraction
-from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
-from atom_pipelines.extraction.ratelimit import RequestPacer
-from atom_pipelines.extraction.session import ExtractionSession
 
 log = logging.getLogger(__name__)
 

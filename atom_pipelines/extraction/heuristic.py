@@ -20,7 +20,6 @@ from dateutil import parser as date_parser
 from urlextract import URLExtract
 
 from atom_pipelines.extraction import keys
-from atom_pipelines.extraction.chain import HEURISTIC_MODEL
 from atom_pipelines.extraction.mentions import (
     EMAIL_IN_TEXT,
     EVIDENCE_CHARS,
@@ -31,6 +30,7 @@ from atom_pipelines.extraction.mentions import (
 )
 from atom_pipelines.extraction.outcomes import Attempt, EntityMention, EntityType, Outcome, Role
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText, Participant
+from atom_pipelines.provider_chain import HEURISTIC_MODEL
 
 _MONEY = re.compile(
     r"(?:US\$|\$|USD\s?|EUR\s?|€|£|GBP\s?)\s?\d[\d,]*(?:\.\d+)?"

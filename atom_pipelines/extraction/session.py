@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from atom_pipelines.extraction.budget import BudgetExceeded, TokenBudget
 from atom_pipelines.extraction.cache import ExtractionCache, cache_key, prompt_hash
-from atom_pipelines.extraction.chain import ProviderSpec
 from atom_pipelines.extraction.heuristic import HeuristicProvider
 from atom_pipelines.extraction.openai_provider import grounded_attempt
 from atom_pipelines.extraction.outcomes import Attempt, MessageExtraction, Outcome, TokenUsage
@@ -24,6 +23,7 @@ from atom_pipelines.extraction.ratelimit import RequestPacer
 from atom_pipelines.extraction.schema import ExtractionAnswer, schema_hash
 from atom_pipelines.extraction.tokens import prompt_tokens
 from atom_pipelines.partitions import partition_key
+from atom_pipelines.provider_chain import ProviderSpec
 
 if TYPE_CHECKING:
     from atom_pipelines.extraction.extractor import EntityExtractor
