@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 # The settings check ATOM_LLM_CHAIN and ATOM_LLM_KEYS with the extractor's own grammar (stdlib only, no
-# clients), so the load and the runs cannot disagree on what a valid chain is (.importlinter allows it).
+# clients; the one layer below this module), so the load and the runs cannot disagree on a valid chain.
 from atom_pipelines.provider_chain import (
     DEFAULT_CHAIN_WITH_KEY,
     DEFAULT_CHAIN_WITHOUT_KEY,
