@@ -247,6 +247,24 @@ class Settings(BaseSettings):
         accepts="a share, a number 0-1",
         description='above this share of "nothing found" answers a partition\'s WARN check turns yellow',
     )
+    max_degraded_share: float = _setting(
+        0.05,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        accepts="a share, a number 0-1",
+        description="above this share of messages answered by the heuristic because every model failed, a "
+        "partition fails its blocking ERROR check",
+    )
+    max_ungrounded_share: float = _setting(
+        0.25,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        accepts="a share, a number 0-1",
+        description="above this share of model-listed entities that the message does not support, a "
+        "partition's WARN check turns yellow",
+    )
 
     # -- Microsoft Graph -----------------------------------------------------------------------------------
     graph_tenant_id_var: str | None = _secret("ATOM_GRAPH_TENANT_ID", "Entra ID tenant of the Graph app")

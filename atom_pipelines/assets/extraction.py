@@ -55,6 +55,7 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
     if failures:
         context.log.error(f"extraction failed in {len(failures)} partition(s): {sorted(failures)[:10]}")
     total = report.message_count
+    partitions = list(report.partitions.values())
     return MaterializeResult(
         metadata={
             "dagster/row_count": report.entity_rows,
@@ -70,6 +71,14 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
             "estimated_cost_usd": round(report.cost_usd, 6),
             "ungrounded_entities_dropped": report.dropped_entities,
             "ungrounded_relations_dropped": report.dropped_relations,
+            "ungrounded_share": round(report.dropped_entities / answered, 4)
+            if (answered := report.answered_entities)
+            else 0.0,
+            "heuristic_fallbacks": sum(p.degraded for p in partitions),
+            "model_fallbacks": sum(p.fallbacks["model_fallback"] for p in partitions),
+            "degraded_share": round(sum(p.degraded for p in partitions) / total, 4) if total else 0.0,
+            "rejected_messages": sum(e["messages"] for p in partitions for e in p.rejected.values()),
+            "reasoning_models_recognised": MetadataValue.json(list(report.reasoning_learned)),
             **{f"entities_{kind}": n for kind, n in sorted(report.entities_by_type.items())},
             **{f"outcome_{name}": n for name, n in sorted(report.outcomes.items())},
             "share_by_provider": MetadataValue.json(

@@ -1,6 +1,11 @@
-"""The checks of ``email_entities`` (extraction failed or found nothing) and ``llm_key_status`` (keys the
-provider accepts). Both are ERROR: a failed or empty extraction is exactly the silence this project exists
-to make loud (docs/reference/production_lessons.md)."""
+"""The checks of ``email_entities`` and ``llm_key_status``.
+
+ERROR and blocking (the partition's links are not built): extraction failed or found nothing, the provider
+rejected the configuration, or too many messages fell to the heuristic because the models failed. A failed,
+empty or degraded extraction is exactly the silence this project exists to make loud
+(docs/reference/production_lessons.md). WARN: answers the message does not support, and a model whose
+"nothing here" share jumped (quality.py defines degraded and quiet).
+"""
 
 from typing import Any
 
@@ -8,11 +13,15 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, Metada
 
 from atom_pipelines import config
 from atom_pipelines.checks.results import blocking_check, partition_check_result
+from atom_pipelines.extraction import quality
 from atom_pipelines.extraction.key_status import KeyStatus
 from atom_pipelines.extraction.run import ExtractionReport
 
 #: Below this many messages with text a partition's none_found share says nothing.
 MIN_MESSAGES_FOR_SHARE = 5
+
+#: Below this many entities listed by models, a partition's ungrounded share says nothing.
+MIN_ENTITIES_FOR_SHARE = 10
 
 EMAIL_ENTITIES_CHECKS = [
     blocking_check(
@@ -20,10 +29,30 @@ EMAIL_ENTITIES_CHECKS = [
         "email_entities",
         "Every message has an extraction outcome, none failed, and a partition with messages has entities.",
     ),
+    blocking_check(
+        "llm_configuration_accepted",
+        "email_entities",
+        "The provider accepted the key, the model and the base URL (no 401/403/404, a key variable that is set).",
+    ),
+    blocking_check(
+        "degraded_share_within_limit",
+        "email_entities",
+        "At most ATOM_MAX_DEGRADED_SHARE of the messages were answered by the heuristic because the models failed.",
+    ),
     AssetCheckSpec(
         "none_found_share_sane",
         asset="email_entities",
-        description="Not too many messages with text were answered 'nothing here' (a model gone quiet).",
+        description="Not too many messages with text were answered with no entity from the text.",
+    ),
+    AssetCheckSpec(
+        "model_not_gone_quiet",
+        asset="email_entities",
+        description="No model's 'nothing in the text' share jumped far above its own recent baseline.",
+    ),
+    AssetCheckSpec(
+        "ungrounded_share_sane",
+        asset="email_entities",
+        description="At most ATOM_MAX_UNGROUNDED_SHARE of the entities models listed are unsupported by the message.",
     ),
 ]
 
@@ -54,24 +83,95 @@ def extraction_failures(report: ExtractionReport) -> dict[str, dict[str, Any]]:
 
 
 def quiet_partitions(report: ExtractionReport, max_share: float) -> dict[str, str]:
-    """Partition key -> how many messages with text were answered none_found, where that share is above
-    ``max_share`` (``ATOM_MAX_NONE_FOUND_SHARE``) on at least ``MIN_MESSAGES_FOR_SHARE`` messages."""
+    """Partition key -> how many messages with text a model answered with no text entity, where that share
+    is above ``max_share`` (``ATOM_MAX_NONE_FOUND_SHARE``) on at least ``MIN_MESSAGES_FOR_SHARE`` messages."""
     return {
-        key: f"{partition.none_found_with_text} of {partition.with_text} messages with text answered none_found"
+        key: f"{partition.none_found_with_text} of {partition.with_text} messages with text were answered with "
+        "no entity from the text"
         for key, partition in report.partitions.items()
         if partition.with_text >= MIN_MESSAGES_FOR_SHARE
         and partition.none_found_with_text / partition.with_text > max_share
     }
 
 
+def rejected_partitions(report: ExtractionReport) -> dict[str, dict[str, Any]]:
+    """Partition key -> provider -> the mailbox, key variable and code the provider rejected."""
+    return {key: partition.rejected for key, partition in report.partitions.items() if partition.rejected}
+
+
+def degraded_partitions(report: ExtractionReport, max_share: float) -> dict[str, dict[str, Any]]:
+    """Partition key -> the fallbacks and their reasons, where the heuristic answered more than ``max_share``
+    (``ATOM_MAX_DEGRADED_SHARE``) of the messages because the models failed."""
+    degraded = {}
+    for key, partition in report.partitions.items():
+        if partition.messages and partition.degraded / partition.messages > max_share:
+            degraded[key] = {
+                "messages": partition.messages,
+                "heuristic_fallback": partition.degraded,
+                "model_fallback": partition.fallbacks["model_fallback"],
+                "degraded_share": round(partition.degraded / partition.messages, 4),
+                "reasons": dict(partition.degraded_reasons.most_common()),
+            }
+    return degraded
+
+
+def ungrounded_partitions(report: ExtractionReport, max_share: float) -> dict[str, str]:
+    """Partition key -> how many listed entities grounding dropped, where that share is above ``max_share``."""
+    return {
+        key: f"{partition.ungrounded_entities} of {partition.answered_entities} entities the models listed are "
+        "not in the message"
+        for key, partition in report.partitions.items()
+        if partition.answered_entities >= MIN_ENTITIES_FOR_SHARE
+        and partition.ungrounded_entities / partition.answered_entities > max_share
+    }
+
+
+def gone_quiet_partitions(report: ExtractionReport) -> dict[str, dict[str, str]]:
+    """Partition key -> model -> its quiet share here against its own recent baseline, where it jumped."""
+    found: dict[str, dict[str, str]] = {}
+    for key, partition in report.partitions.items():
+        for model, q in partition.quiet_by_model.items():
+            if quality.gone_quiet(q.with_text, q.quiet, q.baseline_with_text, q.baseline_quiet):
+                found.setdefault(key, {})[model] = (
+                    f"{q.quiet} of {q.with_text} messages with text answered with no text entity "
+                    f"({q.quiet / q.with_text:.0%}); its last {quality.QUIET_BASELINE_DAYS} days: "
+                    f"{q.baseline_quiet} of {q.baseline_with_text} ({q.baseline_quiet / q.baseline_with_text:.0%})"
+                )
+    return found
+
+
 def email_entities_check_results(report: ExtractionReport, failures: dict[str, Any]) -> list[AssetCheckResult]:
-    max_share = config.load_settings().max_none_found_share
+    settings = config.load_settings()
+    max_share = settings.max_none_found_share
     return [
         partition_check_result("extraction_succeeded", failures, "failed or empty extraction"),
         partition_check_result(
+            "llm_configuration_accepted",
+            rejected_partitions(report),
+            "a key, model or base URL the provider rejected",
+        ),
+        partition_check_result(
+            "degraded_share_within_limit",
+            degraded_partitions(report, settings.max_degraded_share),
+            f"more than {settings.max_degraded_share:.0%} of its messages answered by the heuristic after the "
+            "models failed",
+        ),
+        partition_check_result(
             "none_found_share_sane",
             quiet_partitions(report, max_share),
-            f"a none_found share above {max_share:.0%}",
+            f"a share above {max_share:.0%} of messages with text answered with no text entity",
+            severity=AssetCheckSeverity.WARN,
+        ),
+        partition_check_result(
+            "model_not_gone_quiet",
+            gone_quiet_partitions(report),
+            "a model answering 'nothing' far more often than its own recent baseline",
+            severity=AssetCheckSeverity.WARN,
+        ),
+        partition_check_result(
+            "ungrounded_share_sane",
+            ungrounded_partitions(report, settings.max_ungrounded_share),
+            f"more than {settings.max_ungrounded_share:.0%} of the listed entities ungrounded",
             severity=AssetCheckSeverity.WARN,
         ),
     ]

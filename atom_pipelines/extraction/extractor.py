@@ -3,8 +3,10 @@
 Defense in depth, as the production post-mortem asked for it (docs/reference/production_lessons.md):
 1. routing: a reasoning model (o-series, or any model named in ``ATOM_LLM_REASONING_MODELS``) never gets
    an extraction request; it is left out of the chain with a warning (and shown in the key status);
-2. handler: every failed outcome (empty, None, truncated, refused, unparsable, invalid, transport, a
-   provider that raised) falls through to the next provider (session.py);
+2. handler: every failed outcome (empty, None, truncated, refused, unparsable, invalid, ungrounded,
+   transport, a provider that raised) falls through to the next provider (session.py), except a rejected
+   configuration (a revoked key, an unknown model, a base URL that is no OpenAI server), which stops the
+   chain and fails the partition: a fallback would hide it;
 3. engine: answers are repaired where repair is safe, grounded in the message, cached only when good, and
    a message that no provider could extract fails the partition's blocking check, naming every attempt.
 
@@ -131,11 +133,18 @@ class EntityExtractor(ConfigurableResource):
 
     # -- extraction -----------------------------------------------------------------------------------
 
+    def session(self, cache: ExtractionCache | None = None) -> ExtractionSession:
+        """What one run's extraction shares across its messages (and what it learned, for its report)."""
+        return ExtractionSession(self, cache)
+
     def extract_all(
-        self, messages: Sequence[MessageText], cache: ExtractionCache | None = None
+        self,
+        messages: Sequence[MessageText],
+        cache: ExtractionCache | None = None,
+        session: ExtractionSession | None = None,
     ) -> list[MessageExtraction]:
         """One :class:`MessageExtraction` per message, in the order given."""
-        session = ExtractionSession(self, cache)
+        session = session or ExtractionSession(self, cache)
         if self.max_concurrency == 1 or len(messages) < 2:
             return [session.extract(m) for m in messages]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:

@@ -3,6 +3,11 @@
 Production bug #8 confused "the model returned nothing" with "the message mentions nothing". Here every
 attempt ends in exactly one named outcome; only ``entities`` and ``none_found`` are successes, and a message
 whose every attempt failed is a failed message that the blocking check names.
+
+``rejected`` is the one failure the chain never falls through: the provider said our configuration is wrong
+(a revoked key, a model that does not exist, a base URL that is no OpenAI-compatible server). Falling
+through would turn a dead key into a quiet day of heuristic answers; instead the message fails and the
+partition's ``llm_configuration_accepted`` check names the key variable and the provider's code.
 """
 
 from __future__ import annotations
@@ -21,11 +26,18 @@ class Outcome(str, enum.Enum):
     INVALID = "invalid"  # JSON that fails the schema
     TRANSPORT = "transport"  # errors after the client's own retries
     ERROR = "error"  # the provider raised: a bug in our code or theirs, recorded with its message
-    SKIPPED = "skipped"  # the provider could not be used for this message (no API key for its mailbox)
+    SKIPPED = "skipped"  # the provider could not be used for this message (a reasoning model, no key for it)
+    UNGROUNDED = "ungrounded"  # a valid answer whose every text entity the message does not support
+    REJECTED = "rejected"  # the provider rejected the configuration (key, model, base URL): the chain stops
 
     @property
     def succeeded(self) -> bool:
         return self in (Outcome.ENTITIES, Outcome.NONE_FOUND)
+
+    @property
+    def stops_chain(self) -> bool:
+        """No later provider may stand in: the configuration is wrong, and a fallback would hide it."""
+        return self is Outcome.REJECTED
 
 
 class EntityType(str, enum.Enum):
@@ -122,6 +134,22 @@ class Attempt:
     dropped_relations: int = 0
     #: The validated answer as JSON, for the cache (LLM providers only; only successes are cached).
     answer_json: str | None = None
+    #: How many entities the model's answer listed, before grounding (LLM providers only).
+    answered_entities: int = 0
+    #: The provider's own error code for a rejected configuration (``invalid_api_key``, ``model_not_found``,
+    #: ``key_not_set``...), and the HTTP status when there was one.
+    error_code: str = ""
+    http_status: int | None = None
+    #: The environment variable of the key the attempt used (its name, never the key), for LLM providers.
+    key_env: str = ""
+    #: A request went to the provider (cache hits, skips and answers remembered from earlier did not).
+    request_sent: bool = False
+
+    @property
+    def text_mentions(self) -> tuple[EntityMention, ...]:
+        """The entities read from the text (header participants excluded: they are found whatever the model
+        says, so they must not mask a model that went quiet)."""
+        return tuple(m for m in self.mentions if any(role in TEXT_ROLES for role in m.roles))
 
 
 @dataclass
@@ -135,6 +163,19 @@ class MessageExtraction:
     @property
     def accepted(self) -> Attempt | None:
         return next((a for a in self.attempts if a.outcome.succeeded), None)
+
+    @property
+    def rejected(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.outcome is Outcome.REJECTED), None)
+
+    def fallback(self, first_is_llm: bool) -> str | None:
+        """How the accepted answer was reached when an earlier provider failed: ``model_fallback`` (a later
+        LLM model answered), ``heuristic_fallback`` (the offline heuristic did: a drop in quality), or None
+        (the first provider answered, or the chain starts with the heuristic, where nothing is degraded)."""
+        accepted = self.accepted
+        if not first_is_llm or accepted is None or accepted is self.attempts[0]:
+            return None
+        return "heuristic_fallback" if accepted.provider == "heuristic" else "model_fallback"
 
     @property
     def succeeded(self) -> bool:

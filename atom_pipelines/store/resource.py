@@ -122,6 +122,24 @@ class MailStore(ConfigurableResource):
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def quiet_baselines(
+        self, models: Sequence[str], since: dt.datetime, excluding: Sequence[MailboxWindow]
+    ) -> dict[str, tuple[int, int]]:
+        """model -> (messages with text, of those quiet) recorded since ``since``, outside these partitions:
+        each model's own recent baseline for the quiet check."""
+        table = schema.model_quiet_counts
+        if not models:
+            return {}
+        query = (
+            select(table.c.model, func.sum(table.c.with_text), func.sum(table.c.quiet))
+            .where(table.c.model.in_(list(models)), table.c.recorded_at >= since)
+            .group_by(table.c.model)
+        )
+        if excluding:
+            query = query.where(~_partition_filter(table, excluding))
+        with self.engine.connect() as conn:
+            return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in conn.execute(query)}
+
     def aggregated_links(self) -> Iterator[tuple[str, str, str, float, int]]:
         """All links summed per (source, target, kind): (source, target, kind, weight, messages)."""
         links = schema.entity_links

@@ -82,6 +82,21 @@ extraction_outcomes = Table(
     Index("ix_outcomes_partition", "mailbox", "day"),
 )
 
+# Per partition and model: how many messages with enough text the model's accepted answer found no text
+# entity in. Kept so a partition's "quiet" share can be compared with the model's own recent baseline
+# (a model that starts answering "nothing" for everything); replaced with its partition like the rest.
+model_quiet_counts = Table(
+    "model_quiet_counts",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("model", String(192), primary_key=True),  # "provider:model"
+    Column("with_text", Integer, nullable=False),
+    Column("quiet", Integer, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("ix_quiet_model_recorded", "model", "recorded_at"),
+)
+
 # One row per entity mention: an entity as it appears in one message.
 entities = Table(
     "entities",
@@ -187,6 +202,7 @@ graph_pending_days = Table(
 PARTITIONED_TABLES = (
     messages,
     extraction_outcomes,
+    model_quiet_counts,
     entities,
     entity_relations,
     entity_links,
