@@ -94,9 +94,20 @@ def quiet_partitions(report: ExtractionReport, max_share: float) -> dict[str, st
     }
 
 
-def rejected_partitions(report: ExtractionReport) -> dict[str, dict[str, Any]]:
-    """Partition key -> provider -> the mailbox, key variable and code the provider rejected."""
-    return {key: partition.rejected for key, partition in report.partitions.items() if partition.rejected}
+def rejected_partitions(report: ExtractionReport) -> dict[str, dict[str, str]]:
+    """Partition key -> provider -> what it rejected, in words an alert can quote: the mailbox, the key
+    variable (its name, never the key), the provider's code and how many messages it stopped."""
+    return {
+        key: {
+            label: f"{entry['mailbox']}: {entry['key_variable'] or 'no key variable'} rejected with "
+            f"{entry['code']}"
+            + (f" (HTTP {entry['http_status']})" if entry["http_status"] else "")
+            + f", {entry['messages']} message(s) not extracted: {entry['reason']}"
+            for label, entry in partition.rejected.items()
+        }
+        for key, partition in report.partitions.items()
+        if partition.rejected
+    }
 
 
 def degraded_partitions(report: ExtractionReport, max_share: float) -> dict[str, dict[str, Any]]:
@@ -110,7 +121,8 @@ def degraded_partitions(report: ExtractionReport, max_share: float) -> dict[str,
                 "heuristic_fallback": partition.degraded,
                 "model_fallback": partition.fallbacks["model_fallback"],
                 "degraded_share": round(partition.degraded / partition.messages, 4),
-                "reasons": dict(partition.degraded_reasons.most_common()),
+                # Words rather than a nested mapping: the alert quotes it as it stands.
+                "reasons": "; ".join(f"{why} x{n}" for why, n in partition.degraded_reasons.most_common()),
             }
     return degraded
 

@@ -49,6 +49,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import random
 import re
 import threading
 import time
@@ -322,6 +323,7 @@ class OpenAICompatibleServer(BackgroundServer):
         self.models = tuple(models or DEFAULT_MODELS)
         self.reject_unknown_models = reject_unknown_models
         self._window: collections.deque[float] = collections.deque()
+        self._failing: tuple[float, Behaviour, random.Random] | None = None
         self._counters = _Counters()
         self._errors: list[str] = []
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -368,6 +370,16 @@ class OpenAICompatibleServer(BackgroundServer):
                 self._default = behaviour
             else:
                 self._model_defaults[model] = behaviour
+
+    def fail_share(self, share: float, behaviour: Behaviour | str = "server_error", seed: int = 0) -> None:
+        """Answer about ``share`` of the chat completions (drawn from a seeded generator, so a run is
+        repeatable) with ``behaviour`` instead of what would have answered them: a provider having a bad
+        day. Scripts and defaults answer the rest. ``share=0`` switches it off."""
+        if not 0 <= share <= 1:
+            raise ValueError("share must be between 0 and 1")
+        behaviour = behaviour if isinstance(behaviour, Behaviour) else Behaviour(behaviour)
+        with self._lock:
+            self._failing = (share, behaviour, random.Random(seed)) if share else None
 
     def scripted_left(self, model: str | None = None) -> int:
         """How many queued behaviours are still waiting (for ``model``, or in the any-model queue)."""
@@ -504,6 +516,8 @@ class OpenAICompatibleServer(BackgroundServer):
         with self._lock:
             queued = self._scripts.get(model) or self._scripts.get(None)
             behaviour = queued.popleft() if queued else self._model_defaults.get(model, self._default)
+            if self._failing is not None and self._failing[2].random() < self._failing[0]:
+                behaviour = self._failing[1]
         delay_s = (self.latency_ms + behaviour.latency_ms) / 1000
         if behaviour.kind == "rate_limited":
             with self._lock:
