@@ -32,6 +32,12 @@ _KEY_STATUS_SCHEMA = TableSchema(
         TableColumn("llm_models", "string"),
         TableColumn("configured", "bool"),
         TableColumn("accepted", "bool"),
+        TableColumn(
+            "models_missing",
+            "string",
+            description="Chain models the provider answered 404 for with this key (extraction would fail).",
+        ),
+        TableColumn("usable", "bool", description="Accepted, with every chain model present: extraction can run."),
         TableColumn("reason", "string"),
     ]
 )
@@ -91,11 +97,13 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
 
 @asset(group_name="llm", kinds={"openai"}, check_specs=LLM_KEY_STATUS_CHECKS)
 def llm_key_status(context: AssetExecutionContext, extractor: EntityExtractor) -> MaterializeResult:
-    """Per mailbox: which key variable extracts its mail, whether it is set, whether the provider accepts it."""
+    """Per mailbox: which key variable extracts its mail, whether it is set, whether the provider accepts it,
+    and whether every model of the chain exists for it."""
     mailboxes = context.instance.get_dynamic_partitions(MAILBOX_DIMENSION)
     statuses = key_status(extractor, mailboxes)
     for status in statuses:
-        context.log.info(f"key status {status.mailbox}: ${status.key_env}: {status.reason}")
+        log = context.log.info if status.usable else context.log.warning
+        log(f"key status {status.mailbox}: ${status.key_env}: {status.reason}")
     records = [
         TableRecord(
             {
@@ -104,6 +112,8 @@ def llm_key_status(context: AssetExecutionContext, extractor: EntityExtractor) -
                 "llm_models": ", ".join(s.llm_models) or "-",
                 "configured": s.configured,
                 "accepted": bool(s.accepted),
+                "models_missing": ", ".join(s.models_missing) or "-",
+                "usable": s.usable,
                 "reason": s.reason,
             }
         )

@@ -190,11 +190,20 @@ def email_entities_check_results(report: ExtractionReport, failures: dict[str, A
 
 
 def llm_keys_accepted_result(statuses: list[KeyStatus]) -> AssetCheckResult:
+    """ERROR when a mailbox's key is not set, is rejected, or lacks a chain model (404 model_not_found is a
+    configuration error: extraction would fail). ``unusable`` (mailbox -> why, first: the alert quotes it
+    per mailbox) and ``models_missing`` (mailbox -> the models) name them."""
     unusable = {s.mailbox: s.reason for s in statuses if not s.usable}
+    missing = {s.mailbox: list(s.models_missing) for s in statuses if s.models_missing}
+    description = "every key is usable"
+    if unusable:
+        description = f"{len(unusable)} mailbox(es) without a usable key"
+        if missing:
+            description += f" ({len(missing)} lacking a chain model)"
     return AssetCheckResult(
         check_name="llm_keys_accepted",
         passed=not unusable,
         severity=AssetCheckSeverity.ERROR,
-        description=f"{len(unusable)} mailbox(es) without a usable key" if unusable else "every key is usable",
-        metadata={"unusable": MetadataValue.json(unusable)},
+        description=description,
+        metadata={"unusable": MetadataValue.json(unusable), "models_missing": MetadataValue.json(missing)},
     )
