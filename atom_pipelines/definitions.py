@@ -8,9 +8,9 @@ from atom_pipelines.alerts import analyst_alerts
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, llm_key_status, outlook_messages
 from atom_pipelines.checks.freshness import mailboxes_fresh
 from atom_pipelines.config import load_settings
-from atom_pipelines.jobs import mail_to_links_job, mailbox_freshness_job
+from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job, mailbox_freshness_job
 from atom_pipelines.resources import build_resources
-from atom_pipelines.schedules import mail_to_links_daily, mailbox_freshness_hourly
+from atom_pipelines.schedules import llm_key_status_daily, mail_to_links_daily, mailbox_freshness_hourly
 from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
 from atom_pipelines.store.migrate import ensure_schema
 
@@ -25,8 +25,8 @@ ensure_schema(settings.database_url)
 defs = Definitions(
     assets=[outlook_messages, email_entities, entity_links, entity_graph, llm_key_status],
     asset_checks=[mailboxes_fresh],
-    jobs=[mail_to_links_job, mailbox_freshness_job],
-    schedules=[mail_to_links_daily, mailbox_freshness_hourly],
+    jobs=[mail_to_links_job, mailbox_freshness_job, llm_key_status_job],
+    schedules=[mail_to_links_daily, mailbox_freshness_hourly, llm_key_status_daily],
     sensors=[register_mailboxes, graph_delta_sync, analyst_alerts],
     resources=build_resources(settings),
 )

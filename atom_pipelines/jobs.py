@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from atom_pipelines.assets import PARTITIONED_CHAIN
+from atom_pipelines.assets import PARTITIONED_CHAIN, llm_key_status
 from atom_pipelines.checks.freshness import mailboxes_fresh
 
 #: The partitioned chain for one mailbox-day (or a range of them): what schedules, sensors and backfills
@@ -24,4 +24,15 @@ mailbox_freshness_job = define_asset_job(
     "mailbox_freshness",
     selection=AssetSelection.checks(mailboxes_fresh),
     description="Evaluates mailboxes_fresh: is every registered mailbox synced up to the latest complete UTC day?",
+)
+
+#: ``llm_key_status`` and its check ``llm_keys_accepted`` (ERROR): is every registered mailbox's key set,
+#: accepted by the provider, with every chain model present? Launched daily by ``llm_key_status_daily`` and
+#: by ``register_mailboxes`` when a new mailbox's history sync is held back for its key; a failed check is
+#: alerted by ``analyst_alerts`` like any other.
+llm_key_status_job = define_asset_job(
+    "llm_key_status_refresh",
+    selection=AssetSelection.assets(llm_key_status),
+    description="Evaluates llm_key_status: per mailbox, its key variable, whether the provider accepts the key "
+    "and whether every model of the chain exists for it (no extraction request is made).",
 )

@@ -1,6 +1,7 @@
-"""Schedules: the daily sync of every mailbox, and the freshness check that says when it fell behind.
+"""Schedules: the daily sync of every mailbox, the freshness check that says when it fell behind, and the
+daily key status that says, before the sync, whether each mailbox's key and models still work.
 
-Both default to RUNNING: a deployment syncs and watches itself without anyone toggling anything, which is
+All default to RUNNING: a deployment syncs and watches itself without anyone toggling anything, which is
 what analysts expect. On the local one-command start (sample export of 2000-2002) the daily sync then asks
 for yesterday's empty day of the sample mailbox, a run with nothing to fetch and no LLM call, and the
 freshness check turns red, truthfully: that mailbox's mail stops in 2002. The daemon starts a schedule
@@ -19,7 +20,7 @@ from dagster import (
 )
 
 from atom_pipelines import config
-from atom_pipelines.jobs import mail_to_links_job, mailbox_freshness_job
+from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job, mailbox_freshness_job
 
 if TYPE_CHECKING:
     # Not exported by dagster: what build_schedule_from_partitioned_job returns for an asset job.
@@ -61,3 +62,23 @@ mailbox_freshness_hourly = ScheduleDefinition(
     description="Evaluates mailboxes_fresh every hour: red when a mailbox's latest synced day is more than "
     "ATOM_FRESHNESS_MAX_DAYS_BEHIND days behind, or it was never synced.",
 )
+
+
+def build_key_status_schedule(sync_hour: int, sync_minute: int) -> ScheduleDefinition:
+    """Every day one hour before the daily sync (UTC), ``llm_key_status`` for every registered mailbox: a key
+    revoked or a model withdrawn since yesterday turns ``llm_keys_accepted`` red, and ``analyst_alerts`` says
+    so, an hour before the sync would send the day's mail to the provider. One hour is ahead of the sync by
+    more than any key status run takes (one models listing per key variable)."""
+    hour = (sync_hour - 1) % 24
+    return ScheduleDefinition(
+        name="llm_key_status_daily",
+        job=llm_key_status_job,
+        cron_schedule=f"{sync_minute} {hour} * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description=f"Evaluates llm_key_status every day at {hour:02d}:{sync_minute:02d} UTC, an hour before "
+        "mail_to_links_daily: is every mailbox's key set and accepted, and does every chain model exist for it?",
+    )
+
+
+llm_key_status_daily = build_key_status_schedule(_settings.daily_sync_hour, _settings.daily_sync_minute)

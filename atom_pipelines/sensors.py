@@ -3,6 +3,8 @@
 # No `from __future__ import annotations` here: Dagster reads these annotations at definition time.
 
 import datetime as dt
+import hashlib
+import json
 from collections import defaultdict
 
 from dagster import (
@@ -15,12 +17,19 @@ from dagster import (
 )
 
 from atom_pipelines import config
-from atom_pipelines.jobs import mail_to_links_job
+from atom_pipelines.extraction.extractor import EntityExtractor
+from atom_pipelines.extraction.key_status import KeyStatus, key_status
+from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job
 from atom_pipelines.mail.delta import note_changed_days
 from atom_pipelines.mail.source import MailSource
 from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day, mailbox_partitions, partition_key
 from atom_pipelines.store.resource import MailStore
 from atom_pipelines.tags import DELTA_SYNC_TAG, HISTORY_SYNC_TAG, MAILBOX_TAG, RANGE_END_TAG, RANGE_START_TAG
+
+#: The register_mailboxes sensor's cursor: the mailboxes whose history sync waits for a usable key.
+_WAITING_FOR_KEY = "history_waiting_for_key"
+#: Tag of an llm_key_status run requested because a history sync was held back (value: the mailboxes).
+KEY_STATUS_GATE_TAG = "atom/key_status_gate"
 
 
 def history_sync_requests(mailbox: str, first: dt.date, last: dt.date, chunk_days: int) -> list[RunRequest]:
@@ -40,35 +49,93 @@ def history_sync_requests(mailbox: str, first: dt.date, last: dt.date, chunk_day
             RANGE_START_TAG: partition_key(mailbox, start),
             RANGE_END_TAG: partition_key(mailbox, end),
         }
-        requests.append(RunRequest(run_key=f"history:{mailbox}:{start.isoformat()}:{end.isoformat()}", tags=tags))
+        requests.append(
+            RunRequest(
+                run_key=f"history:{mailbox}:{start.isoformat()}:{end.isoformat()}",
+                job_name=mail_to_links_job.name,
+                tags=tags,
+            )
+        )
         start = end + dt.timedelta(days=1)
     return requests
 
 
+def key_status_gate_request(held_back: list[KeyStatus]) -> RunRequest:
+    """The ``llm_key_status`` run that makes held-back history syncs loud: its ERROR check
+    ``llm_keys_accepted`` fails and ``analyst_alerts`` alerts it. Its run key names what was wrong for whom
+    (mailbox, key variable, problem: no request id, no time), so the run is launched once per such verdict,
+    however many ticks the mailboxes keep waiting, and again for a new mailbox or a new problem."""
+    verdict = sorted(f"{s.mailbox}={s.key_env}:{s.problem}" for s in held_back)
+    digest = hashlib.sha256("\n".join(verdict).encode("utf-8")).hexdigest()[:16]
+    mailboxes = ",".join(s.mailbox for s in held_back)
+    return RunRequest(
+        run_key=f"key_status_gate:{digest}",
+        job_name=llm_key_status_job.name,
+        tags={KEY_STATUS_GATE_TAG: mailboxes[:200]},
+    )
+
+
+def _waiting_for_key(cursor: str | None) -> list[str]:
+    if not cursor:
+        return []
+    try:
+        waiting = json.loads(cursor)[_WAITING_FOR_KEY]
+        if not isinstance(waiting, list) or not all(isinstance(m, str) for m in waiting):
+            raise TypeError(f"{_WAITING_FOR_KEY} is not a list of mailboxes")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"the register_mailboxes cursor {cursor[:80]!r} is not one this sensor wrote ({exc!r}); clear it in the "
+            "UI (the mailboxes it held wait for a backfill of their history then)"
+        ) from exc
+    return waiting
+
+
 @sensor(
     name="register_mailboxes",
-    job=mail_to_links_job,
+    jobs=[mail_to_links_job, llm_key_status_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Adds every mailbox the mail source knows as a `mailbox` partition and launches its history sync.",
+    description="Adds every mailbox the mail source knows as a `mailbox` partition and launches its history sync "
+    "once its LLM key is usable (else an llm_key_status run, whose failing check is alerted).",
 )
-def register_mailboxes(context: SensorEvaluationContext, mail_source: MailSource) -> SensorResult | SkipReason:
+def register_mailboxes(
+    context: SensorEvaluationContext, mail_source: MailSource, extractor: EntityExtractor
+) -> SensorResult | SkipReason:
     """A sensor rather than a job: it runs in the daemon on its own, so a mailbox that appears in the
     export (or in ATOM_GRAPH_MAILBOXES) shows up in the UI's partitions without anyone launching anything,
     and its history, from ATOM_START_DATE (or its oldest message, if later) to yesterday (an export: to its
     last message), is synced by runs of ATOM_MAX_PARTITIONS_PER_RUN days each. Runs rather than a backfill
     object: a sensor launches backfills only through a private Dagster API; the runs carry the tags
-    atom/history_sync and atom/mailbox, so the Runs page filters one mailbox's history sync."""
+    atom/history_sync and atom/mailbox, so the Runs page filters one mailbox's history sync.
+
+    **The key first** (issue 10, item 8). Before it requests a mailbox's history it evaluates the mailbox's
+    key status (``extraction.key_status``, the same answer ``llm_key_status`` gives: key variable set,
+    accepted by the provider, every chain model present). Where it is not usable, the mailbox is registered
+    all the same but its history is not launched: a history sync with a rejected key or a missing model
+    would fail every partition, and with some providers only after sending mail. Instead the sensor
+    requests one ``llm_key_status`` run (``key_status_gate_request``) and logs why. That run's ERROR check
+    ``llm_keys_accepted`` fails, and ``analyst_alerts`` delivers it to the alert channels like any failed
+    check: the analysts hear of it before a single message is sent to the provider, through the one
+    alert path there is (silencing, ledger, retry) rather than a second one here.
+
+    The held-back mailboxes are kept in the sensor's cursor and asked about again every tick (one models
+    listing per key variable); on the first tick that finds the key usable, the history is launched, with
+    the same deterministic run keys (``history:<mailbox>:<first>:<last>``), so it is launched exactly once.
+    Without ATOM_HISTORY_SYNC_ON_REGISTER nothing is launched, so the key is not asked here (the daily
+    ``llm_key_status_daily`` still is).
+    """
     known = set(context.instance.get_dynamic_partitions(MAILBOX_DIMENSION))
     new = sorted(set(mail_source.list_mailboxes()) - known)
-    if not new:
+    waiting = [mailbox for mailbox in _waiting_for_key(context.cursor) if mailbox in known]
+    if not new and not waiting:
         return SkipReason(f"all {len(known)} mailboxes of the source are registered")
-    context.log.info(f"registering {len(new)} mailbox(es): {', '.join(new)}")
-    run_requests: list[RunRequest] = []
+    if new:
+        context.log.info(f"registering {len(new)} mailbox(es): {', '.join(new)}")
     settings = config.load_settings()
+    histories: dict[str, list[RunRequest]] = {}
     if settings.history_sync_on_register:
         newest_allowed = latest_complete_day(dt.datetime.now(dt.timezone.utc))
-        for mailbox in new:
+        for mailbox in sorted({*new, *waiting}):
             if newest_allowed is None:
                 context.log.info(f"{mailbox}: no complete day exists yet; its history sync waits for one")
                 continue
@@ -78,12 +145,26 @@ def register_mailboxes(context: SensorEvaluationContext, mail_source: MailSource
             if first is None or first > last:
                 context.log.info(f"{mailbox}: no complete day with mail since {settings.start_date}")
                 continue
-            chunks = history_sync_requests(mailbox, first, last, settings.max_partitions_per_run)
-            context.log.info(f"{mailbox}: history sync {first}..{last} in {len(chunks)} run(s)")
-            run_requests.extend(chunks)
+            histories[mailbox] = history_sync_requests(mailbox, first, last, settings.max_partitions_per_run)
+            context.log.info(f"{mailbox}: history sync {first}..{last} in {len(histories[mailbox])} run(s)")
+    run_requests: list[RunRequest] = []
+    held_back: list[KeyStatus] = []
+    for status in key_status(extractor, histories) if histories else []:
+        if status.usable:
+            run_requests.extend(histories[status.mailbox])
+            continue
+        held_back.append(status)
+        context.log.warning(
+            f"{status.mailbox}: history sync NOT launched, its LLM key is not usable (${status.key_env}: "
+            f"{status.reason}); llm_key_status is run so that analyst_alerts alerts it, and the history is "
+            "launched on the first tick that finds the key usable"
+        )
+    if held_back:
+        run_requests.append(key_status_gate_request(held_back))
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[mailbox_partitions.build_add_request(new)],
+        dynamic_partitions_requests=[mailbox_partitions.build_add_request(new)] if new else [],
+        cursor=json.dumps({_WAITING_FOR_KEY: sorted(s.mailbox for s in held_back)}),
     )
 
 

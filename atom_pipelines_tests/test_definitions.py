@@ -47,27 +47,43 @@ def test_definitions_import_with_the_contract_names() -> None:
         "no_quarantined_records",
         "listing_complete",
         "extraction_succeeded",
+        "llm_configuration_accepted",
+        "degraded_share_within_limit",
         "none_found_share_sane",
+        "model_not_gone_quiet",
+        "ungrounded_share_sane",
         "links_point_at_entities",
     }
     freshness = defs.resolve_job_def("mailbox_freshness")
     assert freshness.asset_layer.selected_asset_keys == set()
     assert {key.name for key in freshness.asset_layer.asset_graph.asset_check_keys} == {"mailboxes_fresh"}
-    # Sensors: the two that launch runs launch the chain; the alerts sensor launches nothing.
+    # The key status alone: llm_key_status and its check, no extraction.
+    keys = defs.resolve_job_def("llm_key_status_refresh")
+    assert {key.to_user_string() for key in keys.asset_layer.selected_asset_keys} == {"llm_key_status"}
+    assert {key.name for key in keys.asset_layer.asset_graph.asset_check_keys} == {"llm_keys_accepted"}
+    # Sensors: the two that launch runs launch the chain (registration also the key status, for a history
+    # sync it holds back); the alerts sensor launches nothing.
     targets = {
         name: [target.job_name for target in defs.resolve_sensor_def(name).targets]
         for name in ("register_mailboxes", "graph_delta_sync", "analyst_alerts")
     }
     assert targets == {
-        "register_mailboxes": ["mail_to_links"],
+        "register_mailboxes": ["mail_to_links", "llm_key_status_refresh"],
         "graph_delta_sync": ["mail_to_links"],
         "analyst_alerts": [],
     }
-    # Schedules: the daily sync at the configured UTC time, the freshness check every hour.
+    # Schedules: the daily sync at the configured UTC time, the freshness check every hour, the key status
+    # an hour before the sync.
     settings = load_settings()
-    daily, hourly = (
+    daily, hourly, key_status_daily = (
         defs.resolve_schedule_def("mail_to_links_daily"),
         defs.resolve_schedule_def("mailbox_freshness_hourly"),
+        defs.resolve_schedule_def("llm_key_status_daily"),
+    )
+    assert (key_status_daily.job_name, key_status_daily.cron_schedule, key_status_daily.execution_timezone) == (
+        "llm_key_status_refresh",
+        f"{settings.daily_sync_minute} {(settings.daily_sync_hour - 1) % 24} * * *",
+        "UTC",
     )
     assert (daily.job_name, daily.cron_schedule, daily.execution_timezone) == (
         "mail_to_links",
@@ -85,7 +101,11 @@ def test_definitions_import_with_the_contract_names() -> None:
         "no_quarantined_records",
         "listing_complete",
         "extraction_succeeded",
+        "llm_configuration_accepted",
+        "degraded_share_within_limit",
         "none_found_share_sane",
+        "model_not_gone_quiet",
+        "ungrounded_share_sane",
         "links_point_at_entities",
         "llm_keys_accepted",
         "mailboxes_fresh",

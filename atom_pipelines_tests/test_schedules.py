@@ -1,4 +1,4 @@
-"""The daily sync schedule and the freshness signal, at their edges: zero mailboxes, one, many; a tick
+"""The daily sync schedule, the freshness signal and the daily key status, at their edges: zero mailboxes, one, many; a tick
 before the configured hour; a mailbox fresh, stale, never synced; days synced by a range run.
 
 Production bug #4 was housekeeping code that broke on zero items, and the sync this project replaces
@@ -22,7 +22,7 @@ from atom_pipelines import config
 from atom_pipelines.assets import outlook_messages
 from atom_pipelines.definitions import defs
 from atom_pipelines.jobs import mail_to_links_job
-from atom_pipelines.schedules import build_daily_sync_schedule
+from atom_pipelines.schedules import build_daily_sync_schedule, build_key_status_schedule
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import PARTITIONED_CHAIN, materialize_days, resources
 
@@ -83,6 +83,31 @@ def test_registered_with_the_configured_time_in_utc_and_running() -> None:
         "mailbox_freshness",
     )
     assert hourly.default_status.value == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    ("hour", "minute", "cron"), [(6, 0, "0 5 * * *"), (0, 15, "15 23 * * *"), (23, 59, "59 22 * * *")]
+)
+def test_the_key_status_runs_daily_an_hour_before_the_sync(hour: int, minute: int, cron: str) -> None:
+    schedule = build_key_status_schedule(hour, minute)
+    assert (schedule.cron_schedule, schedule.execution_timezone, schedule.default_status.value) == (
+        cron,
+        "UTC",
+        "RUNNING",
+    )
+
+
+def test_the_registered_key_status_schedule_runs_llm_key_status_and_its_check(instance: DagsterInstance) -> None:
+    schedule = defs.resolve_schedule_def("llm_key_status_daily")
+    settings = config.load_settings()
+    assert schedule.cron_schedule == f"{settings.daily_sync_minute} {(settings.daily_sync_hour - 1) % 24} * * *"
+    assert schedule.default_status.value == "RUNNING"
+    job = defs.resolve_job_def(schedule.job_name)
+    assert {key.to_user_string() for key in job.asset_layer.selected_asset_keys} == {"llm_key_status"}
+    assert {key.name for key in job.asset_layer.asset_graph.asset_check_keys} == {"llm_keys_accepted"}
+    # One run a tick, whatever the mailboxes (the asset reads them all), even with none registered yet.
+    (request,) = _tick(instance, TICK, schedule).run_requests
+    assert request.partition_key is None
 
 
 def test_zero_mailboxes_request_no_run(instance: DagsterInstance) -> None:

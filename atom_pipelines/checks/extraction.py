@@ -191,8 +191,9 @@ def email_entities_check_results(report: ExtractionReport, failures: dict[str, A
 
 def llm_keys_accepted_result(statuses: list[KeyStatus]) -> AssetCheckResult:
     """ERROR when a mailbox's key is not set, is rejected, or lacks a chain model (404 model_not_found is a
-    configuration error: extraction would fail). ``unusable`` (mailbox -> why, first: the alert quotes it
-    per mailbox) and ``models_missing`` (mailbox -> the models) name them."""
+    configuration error: extraction would fail). ``failures`` (mailbox -> why: the lines analyst_alerts
+    quotes, under the key it reads first; metadata comes back sorted by name, so it must not guess),
+    ``unusable`` (the same, the name the UI has shown) and ``models_missing`` (mailbox -> the models)."""
     unusable = {s.mailbox: s.reason for s in statuses if not s.usable}
     missing = {s.mailbox: list(s.models_missing) for s in statuses if s.models_missing}
     description = "every key is usable"
@@ -205,5 +206,10 @@ def llm_keys_accepted_result(statuses: list[KeyStatus]) -> AssetCheckResult:
         passed=not unusable,
         severity=AssetCheckSeverity.ERROR,
         description=description,
-        metadata={"unusable": MetadataValue.json(unusable), "models_missing": MetadataValue.json(missing)},
+        metadata={
+            "failures": MetadataValue.json(unusable),
+            "failed_partitions": len(unusable),
+            "unusable": MetadataValue.json(unusable),
+            "models_missing": MetadataValue.json(missing),
+        },
     )
