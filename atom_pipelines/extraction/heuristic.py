@@ -2,8 +2,10 @@
 
 It finds what a deterministic pass can be sure of: people and their addresses from the headers,
 organizations from non-free-mail address domains, and in the cleaned text e-mail addresses, money, dates,
-phone numbers (libphonenumber), URLs (urlextract) and names in greetings and sign-offs. A name in a
-greeting or sign-off that matches a participant's display name resolves to that participant's address key.
+phone numbers (libphonenumber), URLs (urlextract), names in greetings and sign-offs, and the people and
+organizations the text names (``body_names``: rules, a first-name list, no model). A person's name that
+matches a participant's display name resolves to that participant's address key; an organization the body
+spells like a participant's domain ("Enron", enron.com) is that domain's organization.
 Its rows always say ``provider=heuristic``: a fallback to it is never passed off as an LLM's answer.
 """
 
@@ -19,7 +21,7 @@ import phonenumbers
 from dateutil import parser as date_parser
 from urlextract import URLExtract
 
-from atom_pipelines.extraction import keys
+from atom_pipelines.extraction import body_names, keys
 from atom_pipelines.extraction.mentions import (
     EMAIL_IN_TEXT,
     EVIDENCE_CHARS,
@@ -89,14 +91,71 @@ class HeuristicProvider(ExtractionProvider):
         if message.subject:
             yield from _text_mentions(message.subject, Role.SUBJECT)
         yield from _text_mentions(message.body, Role.TEXT)
-        yield from _named_people(message, participants(message))
+        people = participants(message)
+        named = list(_named_people(message, people))
+        yield from named
+        yield from _body_name_mentions(message, people, {(m.name, m.evidence) for m in named})
 
 
 def _evidence(text: str, start: int, end: int) -> str:
+    """The line of text[start:end], or the part of a long line around it: always quoting the match."""
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
-    line = text[line_start : line_end if line_end != -1 else len(text)].strip()
-    return line[:EVIDENCE_CHARS]
+    line_end = line_end if line_end != -1 else len(text)
+    if line_end - line_start > EVIDENCE_CHARS:
+        margin = max(0, (EVIDENCE_CHARS - (end - start)) // 2)
+        line_start = max(line_start, start - margin)
+        line_end = min(line_end, line_start + max(EVIDENCE_CHARS, end - start))
+    return text[line_start:line_end].strip()[:EVIDENCE_CHARS]
+
+
+def _body_name_mentions(
+    message: MessageText, people: list[Participant], greeted: set[tuple[str, str]]
+) -> Iterator[EntityMention]:
+    """People and organizations the body names (role ``text``), grounded: the evidence quotes the name.
+
+    A name already read as the greeting or sign-off of its line is left to that mention (one role, not two).
+    """
+    domains = _organization_domains(message, people)
+    labels = {domain.split(".")[0]: domain for domain in domains}
+    for found in body_names.find_names(message.body, people=_participant_names(people), organization_labels=labels):
+        evidence = _evidence(message.body, found.start, found.end)
+        if found.entity_type is EntityType.PERSON:
+            if (found.name, evidence) in greeted:
+                continue
+            yield resolve_name(found.name, evidence, Role.TEXT, people)
+            continue
+        domain = labels.get(re.sub(r"[^a-z0-9]", "", found.name.casefold()))
+        key = keys.organization_key(domain) if domain else keys.value_key("organization", _org_name(found.name))
+        yield EntityMention(key, found.name, EntityType.ORGANIZATION, (Role.TEXT,), evidence)
+
+
+def _org_name(name: str) -> str:
+    # As grounding keys an LLM's organizations: whitespace collapsed, casefolded.
+    return re.sub(r"\s+", " ", name).strip().casefold()
+
+
+def _organization_domains(message: MessageText, people: list[Participant]) -> set[str]:
+    """The organization domains of the participants and of the addresses the body writes.
+
+    Not of the URLs it writes: those name products and footers ("Sent from my BlackBerry", a mailer's links)
+    more often than organizations of the message.
+    """
+    addresses = [person.address for person in people] + EMAIL_IN_TEXT.findall(message.body)
+    domains = {keys.organization_domain(address.lower()) for address in addresses}
+    return {domain for domain in domains if domain}
+
+
+def _participant_names(people: list[Participant]) -> set[str]:
+    """The words of participants' display names that their address also spells: "vince" of
+    "Kaminski, Vince J" <vince.kaminski@enron.com> (not "J", nor a list's name like "All Employees")."""
+    names = set()
+    for person in people:
+        local = person.address.split("@")[0].casefold()
+        for word in re.findall(r"[A-Za-z]{2,}", person.name):
+            if word.casefold() in local:
+                names.add(word.casefold())
+    return names
 
 
 def _text_mentions(text: str, role: Role) -> Iterator[EntityMention]:
@@ -169,8 +228,12 @@ def _url_candidates(text: str) -> list[tuple[str, tuple[int, int]]]:
 def _named_people(message: MessageText, participants: list[Participant]) -> Iterator[EntityMention]:
     """Names in the greeting (first lines) and the sign-off (after 'Thanks,' or in the signature)."""
     lines = [line.strip() for line in message.body.splitlines() if line.strip()]
+    known = _participant_names(participants)
     for line in lines[:2]:
         match = _GREETING_WORD.match(line) or _GREETING.match(line)
+        if match and match.start("name") == 0 and not _known_name(match.group("name"), known):
+            # A bare opening line ("Crude:", "Agenda") is a greeting only when it is someone's first name.
+            continue
         if match and _plausible_name(match.group("name")):
             yield resolve_name(match.group("name"), line, Role.GREETING, participants)
             break
@@ -181,6 +244,11 @@ def _named_people(message: MessageText, participants: list[Participant]) -> Iter
             if candidate and _plausible_name(candidate.group("name")):
                 yield resolve_name(candidate.group("name"), tail[index + 1], Role.SIGNATURE, participants)
                 return
+
+
+def _known_name(name: str, participant_names: set[str]) -> bool:
+    first = name.split()[0]
+    return first in body_names.first_names() or first.casefold() in participant_names
 
 
 def _plausible_name(name: str) -> bool:
