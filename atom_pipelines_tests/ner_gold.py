@@ -12,7 +12,6 @@ import json
 import random
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,17 +149,19 @@ def match_message(gold: Iterable[str], found: Iterable[str]) -> tuple[Counts, li
     Repeats count: two gold "Jeff" and one found "Jeff" are one hit and one miss. Returns the counts and the
     unmatched found names (false positives) and gold names (misses), as written.
     """
-    left = Counter(normalize_name(name) for name in gold)
+    left: dict[str, list[str]] = {}
+    for name in gold:
+        left.setdefault(normalize_name(name), []).append(name)
     spare: list[str] = []
     true_positives = 0
     for name in found:
-        key = normalize_name(name)
-        if left[key] > 0:
-            left[key] -= 1
+        unmatched = left.get(normalize_name(name))
+        if unmatched:
+            unmatched.pop()
             true_positives += 1
         else:
             spare.append(name)
-    missed = [name for name, count in left.items() for _ in range(count)]
+    missed = [name for names in left.values() for name in names]
     return Counts(true_positives, len(spare), len(missed)), spare, missed
 
 
@@ -200,7 +201,7 @@ def score(gold: Iterable[GoldMessage], found: Callable[[str], list[tuple[str, En
     return Score(by_type, errors)
 
 
-def body_names(mentions: Iterable, *, email: re.Pattern[str] = _EMAIL) -> list[tuple[str, EntityType]]:
+def scored_names(mentions: Iterable, *, email: re.Pattern[str] = _EMAIL) -> list[tuple[str, EntityType]]:
     """The people and organizations a provider found in the body, as written: mentions with a body role, of
     the two scored types, that are names (an address found in the text is not a name: gold/README.md)."""
     names = []

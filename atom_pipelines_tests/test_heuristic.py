@@ -6,7 +6,8 @@ not lowercased, ``sub.example.co.uk`` instead of ``example.co.uk``, two spelling
 real-world thing into several nodes, and a placeholder address (``no_address@enron.com``) or a free-mail domain
 turned into an "organization" joins unrelated people into one. These tests pin the keys, the roles a mention
 carries (header roles before text roles, merged by dedupe), greeting/sign-off name resolution to a participant,
-and the outcome: ``entities`` when something is found, ``none_found`` (a success, not a failure) otherwise.
+how names the body writes are keyed (a participant's address, a participant's domain, else the name itself; the
+rules that find them are pinned in test_offline_ner.py), and the outcome: ``entities`` when something is found, ``none_found`` (a success, not a failure) otherwise.
 MessageText objects are built directly, so each test shows exactly what the provider was given.
 """
 
@@ -296,6 +297,43 @@ def test_sign_off_without_separate_signature_is_read_from_the_last_lines() -> No
 def test_group_words_are_not_names(body: str) -> None:
     found = extract(message(body))
     assert not any(m.entity_type is EntityType.PERSON for m in found.values())
+
+
+@pytest.mark.parametrize(
+    ("body", "greeted"),
+    [("Iris,\n\nCan you send the curves?", True), ("Crude:\nBank of America\nCitibank", False)],
+)
+def test_a_bare_opening_line_is_a_greeting_only_when_it_is_a_first_name(body: str, greeted: bool) -> None:
+    # "Crude:" heading a list of counterparties was read as a greeting to a person named Crude.
+    found = extract(message(body, to=(IRIS,)))
+    greetings = {key for key, m in found.items() if Role.GREETING in m.roles}
+    assert greetings == ({"person:iris.mack@enron.com"} if greeted else set())
+
+
+# -- names the body writes ---------------------------------------------------------------------------------------
+
+
+def test_a_participant_named_in_the_text_resolves_to_the_participant() -> None:
+    found = extract(message("I talked to Iris about the curves; Jeff Dasovich agrees.", sender=VINCE, to=(IRIS,)))
+    assert found["person:iris.mack@enron.com"].roles == (Role.TO, Role.TEXT)
+    other = found["person-name:jeff dasovich"]
+    assert other.roles == (Role.TEXT,)
+    assert other.evidence == "I talked to Iris about the curves; Jeff Dasovich agrees."
+
+
+def test_an_organization_spelled_like_a_participant_domain_is_that_domain() -> None:
+    found = extract(message("Enron and Bank of America signed.", sender=VINCE))
+    assert found["organization:enron.com"].roles == (Role.DOMAIN, Role.TEXT)
+    bank = found["organization:bank of america"]
+    assert (bank.name, bank.entity_type, bank.roles) == ("Bank of America", EntityType.ORGANIZATION, (Role.TEXT,))
+    assert keys_of_type(found, EntityType.ORGANIZATION) == {"organization:enron.com", "organization:bank of america"}
+
+
+def test_evidence_on_a_long_line_quotes_the_part_around_the_name() -> None:
+    line = "word " * 80 + "then Houston Bar Association met " + "word " * 80
+    mention = extract(message(line.strip()))["organization:houston bar association"]
+    assert "Houston Bar Association" in mention.evidence
+    assert len(mention.evidence) <= 200 and mention.evidence in line
 
 
 # -- dedupe and outcome ------------------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from atom_pipelines.extraction.providers import MessageText  # noqa: E402
 from atom_pipelines_tests.ner_gold import (  # noqa: E402
     LABELS,
     Score,
-    body_names,
     corpus_messages,
     load_gold,
     score,
+    scored_names,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def heuristic_at(rev: str) -> types.ModuleType:
 def found_names(module: types.ModuleType, message: MessageText) -> list:
     # The provider's mentions before dedupe: dedupe keeps a participant's header display name ("Beck, Sally")
     # over the name the body wrote ("Sally"), and the gold scores names as written.
-    return body_names(module.HeuristicProvider()._mentions(message))
+    return scored_names(module.HeuristicProvider()._mentions(message))
 
 
 def speed(module: types.ModuleType, messages: list[MessageText], repeat: int) -> float:

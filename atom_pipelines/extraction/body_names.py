@@ -83,7 +83,8 @@ SENTENCE_WORDS = frozenset(
     Date Time Place Cost When Where What Who Why How Which While With Without Within Also And Or But If As At
     By For In On Of Off Out Up Down Over Under Into Onto Per Via All Any Some Each Every Both Either Neither
     Our Your My His Her Its We You He She It I Is Are Was Were Will Can Could Would Should Let Just Great Good
-    Happy Monday Tuesday Wednesday Thursday Friday Saturday Sunday Today Tomorrow Yesterday Call See""".split()
+    Happy Monday Tuesday Wednesday Thursday Friday Saturday Sunday Today Tomorrow Yesterday Call See Ask Tell
+    Send Get Give Make Take Check Contact Review Forward Go Talk Meet Join Visit Read Find Keep Sign Click""".split()
 )
 #: Words that end a line's capitalized run after a name without being part of it ("Stanford University Email:").
 LINE_LABELS = frozenset("email e-mail phone fax tel voice cell mobile web website office".split())
@@ -320,12 +321,18 @@ def _organization_in_run(text: str, run: list[_Token], labels: set[str]) -> list
     words = run[start:]
     if not words:
         return []
+    found = _domain_names(text, words, labels)
+    named = _named_organization(text, words)
+    return found + [named] if named else found
+
+
+def _named_organization(text: str, words: list[_Token]) -> _Candidate | None:
     # A legal form closes the name: "Enron North America Corp.", "Upstream Energy Services Company, LLC".
     for end in range(len(words) - 1, 0, -1):
         if words[end].bare in LEGAL_FORMS and words[end].text[0].isupper():
             first = _first_org_word(words[:end])
             if first is not None:
-                return [_span(text, words[first], words[end], ORGANIZATION, 50)]
+                return _span(text, words[first], words[end], ORGANIZATION, 50)
     # A head word closes it ("Houston Bar Association"), perhaps with a region after ("Duke Energy North America").
     while len(words) > 1 and words[-1].bare in LINE_LABELS:
         words = words[:-1]
@@ -334,14 +341,20 @@ def _organization_in_run(text: str, run: list[_Token], labels: set[str]) -> list
         last -= 1
     if last > 0 and words[last].bare in ORG_HEADS:
         first = _first_org_word(words[:last])
-        if first is not None and not all(w.bare in GENERIC_MODIFIERS for w in words[first:last]):
+        modifiers = [w for w in words[first:last] if w.bare not in CONNECTORS] if first is not None else []
+        if first is not None and modifiers and not all(w.bare in GENERIC_MODIFIERS for w in modifiers):
             end = len(words) - 1 if last < len(words) - 1 else last
-            return [_span(text, words[first], words[end], ORGANIZATION, 40)]
+            return _span(text, words[first], words[end], ORGANIZATION, 40)
     # A head before "of" opens it: "Bank of America", "University of Texas at Austin".
     for index, word in enumerate(words[:-2]):
         if word.bare in ORG_HEADS_BEFORE_OF and words[index + 1].text == "of":
-            return [_span(text, word, words[-1], ORGANIZATION, 40)]
-    # The message's own domains, spelled out: "Enron" for enron.com, "Duke Energy" for duke-energy.com.
+            return _span(text, word, words[-1], ORGANIZATION, 40)
+    return None
+
+
+def _domain_names(text: str, words: list[_Token], labels: set[str]) -> list[_Candidate]:
+    """The message's own domains, spelled out: "Enron" for enron.com, "Duke Energy" for duke-energy.com.
+    (Below a longer name that contains one: "Enron North America Corp." wins over its "Enron".)"""
     found = []
     for index, word in enumerate(words):
         if not (word.is_title_case or word.is_upper):
@@ -378,9 +391,10 @@ def _people_in_run(text: str, run: list[_Token], line: str, next_line: str, peop
             index = end + 1
             continue
         if token.text in NEVER_NAMES or not token.is_title_case:
-            # An initial and a Census surname: "S. Harris" (not "A. Fill out the form").
+            # An initial and a Census surname: "S. Harris" (not the list item "A. Fill out the form").
             if (
                 token.is_initial
+                and not _opens_line(text, token)
                 and index + 1 < len(run)
                 and run[index + 1].text in surnames()
                 and run[index + 1].is_title_case
@@ -403,6 +417,10 @@ def _people_in_run(text: str, run: list[_Token], line: str, next_line: str, peop
             return found
         index += 1
     return found
+
+
+def _opens_line(text: str, token: _Token) -> bool:
+    return not text[text.rfind("\n", 0, token.start) + 1 : token.start].strip()
 
 
 def _after_number(text: str, token: _Token) -> bool:
