@@ -165,14 +165,17 @@ def test_zero_runs_and_zero_failures_send_nothing(
     instance: DagsterInstance, receivers: Receivers, good_export: Path, sqlite_database_url: str
 ) -> None:
     empty = evaluate(instance)
-    assert empty.skip_reason.skip_message == "no new failures in 0 finished run(s)"
+    assert empty.skip_reason.skip_message == "no new failures in 0 finished run(s) and 0 sensor tick(s)"
 
     assert materialize_days(instance, resources(good_export, sqlite_database_url), MAILBOX, DAY).success
     passed = evaluate(instance, empty.cursor)
 
-    assert passed.skip_reason.skip_message == "no new failures in 1 finished run(s)"
+    assert passed.skip_reason.skip_message == "no new failures in 1 finished run(s) and 0 sensor tick(s)"
     assert receivers.counts() == (0, 0, 0)
-    assert evaluate(instance, passed.cursor).skip_reason.skip_message == "no new failures in 0 finished run(s)"
+    assert (
+        evaluate(instance, passed.cursor).skip_reason.skip_message
+        == "no new failures in 0 finished run(s) and 0 sensor tick(s)"
+    )
 
 
 def test_one_blocking_check_failure_is_one_alert_per_channel_with_mailbox_day_count_and_link(
@@ -205,7 +208,7 @@ def test_one_blocking_check_failure_is_one_alert_per_channel_with_mailbox_day_co
     assert (mail.mail_from, mail.rcpt_tos) == ("dagster@atom.test", ["analysts@atom.test", "oncall@atom.test"])
 
     second = evaluate(instance, first.cursor)
-    assert second.skip_reason.skip_message == "no new failures in 0 finished run(s)"
+    assert second.skip_reason.skip_message == "no new failures in 0 finished run(s) and 0 sensor tick(s)"
     assert receivers.counts() == (1, 1, 1)
 
 
@@ -262,7 +265,10 @@ def test_many_failures_in_one_tick_each_alerted_once(
     assert "failed step(s) (1): outlook_messages" in slack[2] and "MailSourceError" in slack[2]
     assert "5 of 5 messages with text answered none_found" in slack[3]
 
-    assert evaluate(instance, first.cursor).skip_reason.skip_message == "no new failures in 0 finished run(s)"
+    assert (
+        evaluate(instance, first.cursor).skip_reason.skip_message
+        == "no new failures in 0 finished run(s) and 0 sensor tick(s)"
+    )
     assert receivers.counts() == (4, 4, 4)
 
 
@@ -278,7 +284,7 @@ def test_a_run_that_will_be_retried_is_alerted_on_its_final_attempt_only(
         waiting = evaluate(instance)
         assert (
             waiting.skip_reason.skip_message
-            == "no new failures in 1 finished run(s) (1 failed run(s) waiting for their retry)"
+            == "no new failures in 1 finished run(s) and 0 sensor tick(s) (1 failed run(s) waiting for their retry)"
         )
         assert receivers.counts() == (0, 0, 0)
 
@@ -304,7 +310,10 @@ def test_a_run_that_will_be_retried_is_alerted_on_its_final_attempt_only(
         (text,) = receivers.texts()[1]
         assert f"{UI}/runs/{retry.run_id}" in text and first_attempt not in text
         assert json.loads(final.cursor)["waiting"] == []
-        assert evaluate(instance, final.cursor).skip_reason.skip_message == "no new failures in 0 finished run(s)"
+        assert (
+            evaluate(instance, final.cursor).skip_reason.skip_message
+            == "no new failures in 0 finished run(s) and 0 sensor tick(s)"
+        )
 
 
 @pytest.fixture
@@ -338,20 +347,24 @@ def test_a_receiver_that_answers_500_fails_the_tick_and_gets_the_alert_once_it_r
         message = str(failed.value)
         assert "slack: HTTP 500 Internal Server Error (1 of 1 alert(s) not delivered)" in message
         assert "s3cret" not in message and "teams" not in message and "email" not in message
-        # The channels that took the alert are not sent it again.
-        assert receivers.counts() == (1, 0, 1)
+        # The channels that took the alert are not sent it again; they are told, once, that the sensor fails.
+        assert receivers.counts() == (2, 0, 2)
         assert len(receivers.slack.posts) == attempt
+    own = receivers.smtp.messages[1]
+    assert own.subject == "[ERROR] sensor analyst_alerts failed"
+    assert "slack: HTTP 500 Internal Server Error" in own.body and "s3cret" not in own.body
 
     receivers.slack.answer(200, "ok")
     recovered = evaluate(postgres_instance)
 
     assert recovered.skip_reason.skip_message == "sent 1 alert(s) to teams, slack, email"
-    assert receivers.counts() == (1, 1, 1)
+    assert receivers.counts() == (2, 1, 2)
     assert "no_quarantined_records" in receivers.slack.accepted()[0].json["text"]
     assert (
-        evaluate(postgres_instance, recovered.cursor).skip_reason.skip_message == "no new failures in 0 finished run(s)"
+        evaluate(postgres_instance, recovered.cursor).skip_reason.skip_message
+        == "no new failures in 0 finished run(s) and 0 sensor tick(s)"
     )
-    assert receivers.counts() == (1, 1, 1)
+    assert receivers.counts() == (2, 1, 2)
 
 
 @pytest.fixture
@@ -403,8 +416,11 @@ def test_an_unreachable_webhook_and_a_refused_smtp_login_fail_loudly_without_sec
         with pytest.raises(AlertsNotDelivered, match="teams: ConnectionError") as still:
             evaluate(instance)
         assert "email" not in str(still.value)
-        (mail,) = smtp.messages
+        # The run alert, then the sensor's own failure (Teams refusing), told to the channel that works.
+        mail, own = smtp.messages
         assert mail.subject == f"[ERROR] run failed: {OTHER} {DAY}" and f"{UI}/runs/{run_id}" in mail.body
+        assert own.subject == "[ERROR] sensor analyst_alerts failed" and "teams: ConnectionError" in own.body
+        assert "s3cret" not in own.body and "right-pw-4711" not in own.body
 
 
 def test_without_a_channel_the_sensor_logs_what_it_would_send(

@@ -121,6 +121,10 @@ class AlertChannels(ConfigurableResource):
         """The run's page in the Dagster UI."""
         return f"{self.ui_base_url.rstrip('/')}/runs/{run_id}"
 
+    def sensor_url(self, repository: str, location: str, sensor: str) -> str:
+        """The sensor's page in the Dagster UI (its ticks, with their errors)."""
+        return f"{self.ui_base_url.rstrip('/')}/locations/{repository}@{location}/sensors/{sensor}"
+
     def is_silenced(self, name: str | None) -> bool:
         """Whether a check name or a mailbox is in ``ATOM_ALERT_SILENCED`` (case-insensitive)."""
         return bool(name) and name.strip().lower() in {s.strip().lower() for s in self.silenced}
@@ -147,7 +151,7 @@ class AlertChannels(ConfigurableResource):
         # raises RequestException(response body) without the HTTP status, and a connection error from it
         # carries the URL.
         legacy = TeamsClient(hook_url=url, timeout=self.timeout_seconds).is_legacy_webhook()
-        link = MSTeamsHyperlink(text="Open the run", url=alert.run_url)
+        link = MSTeamsHyperlink(text=f"Open the {alert.link_label.lower()}", url=alert.run_url)
         card: Card | AdaptiveCard
         if legacy:
             card = Card()
@@ -156,7 +160,7 @@ class AlertChannels(ConfigurableResource):
             card = AdaptiveCard()
             for line in [alert.subject, *alert.lines()[:-1]]:
                 card.add_attachment(line)
-            card.add_attachment(build_message_with_link(False, "Run:", link))
+            card.add_attachment(build_message_with_link(False, f"{alert.link_label}:", link))
         # A legacy connector answers 200 with the body "1"; anything else means the card was not posted.
         self._post_json("teams", url, card.payload, expect_body="1" if legacy else None)
 

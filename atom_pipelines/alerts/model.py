@@ -34,7 +34,7 @@ class Alert:
     """One failure, as the analyst reads it. ``alert_id`` is stable across ticks (it keys the ledgers)."""
 
     alert_id: str
-    kind: str  # "check" or "run"
+    kind: str  # "check", "run" or "tick" (a failed sensor tick)
     severity: str  # "ERROR" or "WARN"
     headline: str
     summary: tuple[str, ...]
@@ -49,6 +49,8 @@ class Alert:
     run_scope: str = ""
     #: Lines left out because their mailbox is silenced.
     silenced_lines: int = 0
+    #: What ``run_url`` opens: a run, or (for a failed sensor tick) the sensor's page.
+    link_label: str = "Run"
 
     @property
     def subject(self) -> str:
@@ -58,7 +60,7 @@ class Alert:
         return f"{self.headline}{count}" + (f": {scope}" if scope else "")
 
     def lines(self) -> list[str]:
-        """The body: summary, one line per mailbox-day (capped, with the full count), the run link last."""
+        """The body: summary, one line per mailbox-day (capped, with the full count), the run (or sensor) link last."""
         lines = list(self.summary)
         shown = self.partitions[:PARTITION_LINES]
         lines += [f"- {p.render()}" for p in shown]
@@ -67,7 +69,7 @@ class Alert:
             lines.append(f"- ... and {self.partition_count - listed} more ({self.partition_count} in all)")
         if self.silenced_lines:
             lines.append(f"({self.silenced_lines} line(s) of silenced mailboxes left out)")
-        lines.append(f"Run: {self.run_url}")
+        lines.append(f"{self.link_label}: {self.run_url}")
         return lines
 
     @property
