@@ -228,6 +228,8 @@ def test_a_name_line_over_a_job_title_is_a_signature() -> None:
         "A. Fill out the form. B. In the Payment section, be sure to sign.",
         "Received: from Sally Beck (Mark Taylor) by MAILHOST",
         "Thanks. Please see Attached. Great job, Team!",
+        "Offices in Denver, CO and Pittsburgh, PA; flights via San Francisco.",
+        "THE ISDA PRESS REPORT IS PREPARED FOR THE LIMITED USE OF MEMBERS",
     ],
 )
 def test_capitalized_words_that_are_not_names(text: str) -> None:

@@ -47,6 +47,9 @@ class BodyName:
 LEGAL_FORMS = frozenset(
     "inc incorporated corp corporation co company llc lc lp llp ltd limited plc pc pa na sa ag nv bv gmbh".split()
 )
+#: Legal forms that are also US state codes or words when written in capitals ("Denver, CO", "PA"): a legal form
+#: only as "Co." or "P.A.", not as "CO" or "PA".
+CAPITALS_NOT_LEGAL = frozenset("co pa na sa ag nv pc".split())
 #: Words that head organization names when they end a capitalized run ("Houston Bar Association").
 ORG_HEADS = frozenset(
     """association associates bank bancorp university college institute foundation society council commission
@@ -98,7 +101,7 @@ NOT_FIRST_NAMES = frozenset(
     Houston Austin Dallas Denver Paris Florence Georgia Virginia Carolina India China Sydney Jackson Lincoln
     Madison Orlando Alexandria Augusta Charlotte Cheyenne Dakota Nevada Sierra America Easter Sunday
     April June August Autumn Jan Tuesday Monday Friday Christmas Power Energy Gas Trading Market Credit Risk
-    Legal Deal Rate Bank Tax Will""".split()
+    Legal Deal Rate Bank Tax Will Florida Edison German Argentina""".split()
 )
 #: Capitalized words that are never part of a person's name (they start sentences, head lines, name days).
 NEVER_NAMES = frozenset(
@@ -301,7 +304,13 @@ def _capitalized_at(tokens: list[_Token], index: int) -> bool:
 
 
 def _legal_form_at(tokens: list[_Token], index: int) -> bool:
-    return index < len(tokens) and tokens[index].bare in LEGAL_FORMS and tokens[index].text[0].isupper()
+    return index < len(tokens) and _is_legal_form(tokens[index])
+
+
+def _is_legal_form(token: _Token) -> bool:
+    if token.bare not in LEGAL_FORMS or not token.text[0].isupper():
+        return False
+    return not (token.bare in CAPITALS_NOT_LEGAL and token.text.isupper() and "." not in token.text)
 
 
 def _span(text: str, first: _Token, last: _Token, entity_type: EntityType, priority: int) -> _Candidate:
@@ -328,8 +337,10 @@ def _organization_in_run(text: str, run: list[_Token], labels: set[str]) -> list
 
 def _named_organization(text: str, words: list[_Token]) -> _Candidate | None:
     # A legal form closes the name: "Enron North America Corp.", "Upstream Energy Services Company, LLC".
+    if sum(1 for w in words if w.is_upper) > 5:
+        return None  # a sentence in capitals ("THE REPORT IS PREPARED FOR THE LIMITED USE OF"), not a name
     for end in range(len(words) - 1, 0, -1):
-        if words[end].bare in LEGAL_FORMS and words[end].text[0].isupper():
+        if _is_legal_form(words[end]):
             first = _first_org_word(words[:end])
             if first is not None:
                 return _span(text, words[first], words[end], ORGANIZATION, 50)
@@ -410,13 +421,18 @@ def _people_in_run(text: str, run: list[_Token], line: str, next_line: str, peop
             found.append(_span(text, token, run[end], PERSON, 45))
             index = end + 1
             continue
-        if known and not _after_number(text, token):
+        if known and not _after_number(text, token) and not _after_place_word(run, index):
             found.append(_span(text, token, token, PERSON, 20))
         elif len(run) <= 3 and _signature_name(text, line, run, next_line):
             found.append(_span(text, run[0], run[-1], PERSON, 25))
             return found
         index += 1
     return found
+
+
+def _after_place_word(run: list[_Token], index: int) -> bool:
+    """ "San Francisco", "Santa Barbara", "Fort Worth": the name is a place's."""
+    return index > 0 and run[index - 1].bare in {"san", "santa", "los", "las", "fort", "st", "port", "lake"}
 
 
 def _opens_line(text: str, token: _Token) -> bool:
