@@ -106,7 +106,11 @@ def test_a_mailbox_backfill_stores_every_message_with_entities_and_links(
         "no_quarantined_records": True,
         "listing_complete": True,
         "extraction_succeeded": True,
+        "llm_configuration_accepted": True,
+        "degraded_share_within_limit": True,
         "none_found_share_sane": True,
+        "model_not_gone_quiet": True,
+        "ungrounded_share_sane": True,
         "links_point_at_entities": True,
     }
     messages = table_rows(database_url, schema.messages)

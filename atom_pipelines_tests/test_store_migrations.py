@@ -70,7 +70,13 @@ CACHE_0001 = sa.Table(
     ),
 )
 TABLES_HEAD = dict(schema.metadata.tables)
-TABLES_0001 = {**TABLES_HEAD, "extraction_cache": CACHE_0001}
+#: Tables later revisions created: a 0001 release never wrote them (0003: model_quiet_counts).
+ADDED_AFTER_0001 = frozenset({"model_quiet_counts"})
+TABLES_0001 = {
+    **{name: t for name, t in TABLES_HEAD.items() if name not in ADDED_AFTER_0001},
+    "extraction_cache": CACHE_0001,
+}
+HEAD = "0003"
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -146,7 +152,7 @@ def as_0001(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, A
     renamed = [
         {("content_hash" if k == "prompt_hash" else k): v for k, v in row.items()} for row in rows["extraction_cache"]
     ]
-    return {**rows, "extraction_cache": renamed}
+    return {**{n: r for n, r in rows.items() if n not in ADDED_AFTER_0001}, "extraction_cache": renamed}
 
 
 # -- realistic rows: the real pipeline over a day of the corpus -------------------------------------------
@@ -210,7 +216,7 @@ def test_rows_written_at_0001_are_all_there_at_head_the_cache_hash_renamed(
 ) -> None:
     the_0001_release_wrote(database_url, pipeline_rows)
     before = read_all(database_url, TABLES_0001)
-    assert {name: len(rows) for name, rows in before.items()} == {n: len(r) for n, r in pipeline_rows.items()}
+    assert {name: len(rows) for name, rows in before.items()} == {n: len(r) for n, r in as_0001(pipeline_rows).items()}
 
     migrate.upgrade(database_url)
 
@@ -218,6 +224,8 @@ def test_rows_written_at_0001_are_all_there_at_head_the_cache_hash_renamed(
     renamed = [
         {("prompt_hash" if k == "content_hash" else k): v for k, v in row.items()} for row in before["extraction_cache"]
     ]
+    # The tables created since start empty; every row written at 0001 is there.
+    assert {name: after.pop(name) for name in ADDED_AFTER_0001} == {name: [] for name in ADDED_AFTER_0001}
     assert after == {**before, "extraction_cache": renamed}
     # The values under the new name are what the name says: hashes of the prompts of the stored messages.
     prompts = {prompt_hash(MessageText.from_stored(m)) for m in after["messages"]}
@@ -280,7 +288,7 @@ def test_a_database_at_0001_is_refused_naming_the_command_and_nothing_is_written
     with pytest.raises(StoreSchemaOutOfDate) as refused:
         store.check_schema()
     message = str(refused.value)
-    assert UPGRADE_COMMAND in message and "revision 0001" in message and "revision 0002 (head)" in message
+    assert UPGRADE_COMMAND in message and "revision 0001" in message and f"revision {HEAD} (head)" in message
     assert sa.engine.make_url(database_url).database in message
     with pytest.raises(StoreSchemaOutOfDate):
         ensure_schema(database_url)  # the load-time check
@@ -324,11 +332,12 @@ def test_the_upgrade_command_brings_it_to_head_and_the_store_then_works(
 
     done = run_command(database_url, "upgrade")
     assert done.returncode == 0, done.stderr
-    assert "before: revision 0001 (head is 0002)" in done.stdout and "after:  revision 0002 (head)" in done.stdout
-    assert "Running upgrade 0001 -> 0002" in done.stderr  # Alembic's own report of what it ran
+    assert f"before: revision 0001 (head is {HEAD})" in done.stdout and f"after:  revision {HEAD} (head)" in done.stdout
+    # Alembic's own report of what it ran.
+    assert "Running upgrade 0001 -> 0002" in done.stderr and f"Running upgrade 0002 -> {HEAD}" in done.stderr
 
     current = run_command(database_url, "current")
-    assert current.returncode == 0 and "revision 0002 (head)" in current.stdout
+    assert current.returncode == 0 and f"revision {HEAD} (head)" in current.stdout
 
     # This process refused the database a moment ago; it looks again and now writes to it.
     messages = pipeline_rows["messages"]
@@ -353,12 +362,18 @@ def test_store_tables_without_a_revision_are_refused_then_recognised_by_the_upgr
             conn.execute(sa.text(f'drop table "{VERSION_TABLE}"'))
         engine.dispose()
     else:
+        # That release's create_all: the tables of schema.py as it was then (none added since).
         engine = scratch_engine(database_url)
-        schema.metadata.create_all(engine)
+        schema.metadata.create_all(engine, tables=[t for n, t in TABLES_HEAD.items() if n not in ADDED_AFTER_0001])
         engine.dispose()
-        write_all(database_url, TABLES_HEAD, pipeline_rows)
+        write_all(
+            database_url,
+            {n: t for n, t in TABLES_HEAD.items() if n not in ADDED_AFTER_0001},
+            {n: r for n, r in pipeline_rows.items() if n not in ADDED_AFTER_0001},
+        )
     untouched = fingerprint(database_url)
-    assert untouched["state"].revisions == () and untouched["state"].store_tables == migrate.STORE_TABLES
+    assert untouched["state"].revisions == ()
+    assert untouched["state"].store_tables == migrate.STORE_TABLES - ADDED_AFTER_0001
 
     with pytest.raises(StoreSchemaOutOfDate) as refused:
         MailStore(database_url=database_url).check_schema()
@@ -368,8 +383,12 @@ def test_store_tables_without_a_revision_are_refused_then_recognised_by_the_upgr
     assert fingerprint(database_url) == untouched
 
     before, after = migrate.upgrade(database_url)
-    assert before.revisions == () and after.revisions == ("0002",)
-    assert read_all(database_url, TABLES_HEAD) == read_all_expected(pipeline_rows, database_url)
+    assert before.revisions == () and after.revisions == (HEAD,)
+    expected = {n: r for n, r in pipeline_rows.items() if n not in ADDED_AFTER_0001}
+    assert read_all(database_url, TABLES_HEAD) == {
+        **read_all_expected(expected, database_url),
+        **{n: [] for n in ADDED_AFTER_0001},
+    }
     assert _differences(database_url, schema.metadata) == []
 
 
@@ -411,7 +430,7 @@ def test_a_database_from_a_newer_release_is_refused_by_the_store_and_the_command
 
     with pytest.raises(StoreSchemaTooNew) as refused:
         MailStore(database_url=database_url).check_schema()
-    assert "revision 0007" in str(refused.value) and "its head is 0002" in str(refused.value)
+    assert "revision 0007" in str(refused.value) and f"its head is {HEAD}" in str(refused.value)
     done = run_command(database_url, "upgrade")
     assert done.returncode == 1 and "revision 0007, which this code does not know" in done.stderr
     assert fingerprint(database_url) == untouched
@@ -456,7 +475,7 @@ def test_processes_opening_an_empty_database_together_create_it_once(database_ur
                 opener.kill()
     assert [opener.returncode for opener in openers] == [0] * 6, [err for _out, err in results]
     state = fingerprint(database_url)["state"]
-    assert state.revisions == ("0002",) and state.store_tables == migrate.STORE_TABLES
+    assert state.revisions == (HEAD,) and state.store_tables == migrate.STORE_TABLES
     assert _differences(database_url, schema.metadata) == []
 
 
@@ -485,7 +504,7 @@ def test_the_password_never_appears_in_errors_or_the_commands_output(postgres_ur
 
     outputs = [run_command(url, "current"), run_command(url, "upgrade"), run_command(url, "current")]
     assert [done.returncode for done in outputs] == [0, 0, 0], [done.stderr for done in outputs]
-    assert "after:  revision 0002 (head)" in outputs[1].stdout
+    assert f"after:  revision {HEAD} (head)" in outputs[1].stdout
     for done in outputs:
         assert PASSWORD not in done.stdout + done.stderr
         assert "postgres:***@127.0.0.1" in done.stdout
