@@ -305,7 +305,8 @@ class Settings(BaseSettings):
     llm_reasoning_models: CommaList = _setting(
         (),
         accepts="a comma-separated list of model names",
-        description="more models never used for extraction, beside the o-series",
+        description="more models never used for extraction, beside the o-series and the GPT-5 family "
+        "(gpt-5-chat excepted), matched in any case and with any provider prefix",
     )
     llm_chain: str = _setting(
         derived=True,
