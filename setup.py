@@ -65,7 +65,8 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
-            "ruff>=0.6",
+            # Pinned: a formatter release can reformat a clean tree (0.17 began formatting code in Markdown).
+            "ruff==0.17.6",
             # The layering contract (.importlinter): no package imports one above it, no cycles.
             "import-linter>=2.1",
             # Test servers: a local CA for the Graph/identity server's TLS, a real SMTP receiver, and a
