@@ -122,7 +122,8 @@ JSON_WORD_MISSING = (
 
 _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _NAME = re.compile(r"\b[A-Z][a-z]+ [A-Z][a-z]+\b")
-_MONEY = re.compile(r"\$\d+(?:,\d{3})*(?:\.\d+)?(?: (?:thousand|million|billion))?")
+# Whole tokens only, as a model quotes them: "$110k" is "$110k", never "$110" (which grounding rightly rejects).
+_MONEY = re.compile(r"\$\d+(?:,\d{3})*(?:\.\d+)?(?:[kKmMbB]{1,2})?(?: (?:thousand|million|billion))?(?!\w)")
 _SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 #: Characters of context either side of a match in an evidence quote.
 EVIDENCE_CONTEXT = 40
