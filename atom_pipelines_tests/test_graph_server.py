@@ -531,6 +531,39 @@ def test_an_empty_page_keeps_its_next_link_so_nothing_is_lost(server: GraphServe
     assert len(pages) == math.ceil(len(items) / 20) + 1
 
 
+def test_a_missing_value_page_is_the_page_without_its_value_array(server: GraphServer, records: list[dict]) -> None:
+    session = signed_in(server)
+    url = messages_url(server, KEAN)
+    params = {"$top": "20", "$count": "true"}
+    whole = session.get(url, params=params).json()
+    server.add_fault(Fault("missing_value", path_contains="/messages?"))
+    server.add_fault(Fault("missing_value", path_contains="/messages/delta"))
+
+    cut = session.get(url, params=params)
+    assert cut.status_code == 200
+    assert cut.json() == {key: value for key, value in whole.items() if key != "value"}
+    assert set(cut.json()) == {"@odata.context", "@odata.count", "@odata.nextLink"}
+    assert server.request_log[-1].fault == "missing_value" and server.request_log[-1].items == 0
+    assert server.request_log[-1].request_id == cut.headers["request-id"]
+    delta = session.get(f"{server.api_url}/users/{KEAN}/mailFolders/inbox/messages/delta")
+    assert delta.status_code == 200 and set(delta.json()) == {"@odata.context", "@odata.nextLink"}
+    assert session.get(url, params=params).json() == whole  # spent
+
+
+def test_a_lone_surrogate_goes_out_as_its_json_escape(server: GraphServer) -> None:
+    """Graph cuts text by UTF-16 code units; a cut inside a pair leaves one half, which JSON carries only as
+    a \\u escape. The server sends exactly that, and the client's JSON reader gives it back as a lone surrogate."""
+    server.add_message(
+        {"mailbox": KEAN, "id": "cut\udce9", "subject": "caf\udce9", "receivedDateTime": "2002-01-01T00:00:00Z"}
+    )
+    session = signed_in(server)
+    response = session.get(messages_url(server, KEAN), params={"$filter": "receivedDateTime ge 2002-01-01T00:00:00Z"})
+    assert response.status_code == 200
+    assert b'"subject":"caf\\udce9"' in response.content and b'"id":"cut\\udce9"' in response.content
+    (message,) = response.json()["value"]
+    assert message["subject"] == "caf\udce9" and message["id"] == "cut\udce9"
+
+
 def test_a_repeated_item_replays_the_last_item_of_the_previous_page(server: GraphServer, records: list[dict]) -> None:
     session = signed_in(server)
     server.add_fault(Fault("repeat_item", path_contains="%24skip="))
@@ -564,6 +597,7 @@ def test_faults_hit_only_matching_requests_in_order_and_times(server: GraphServe
         "expired_token",
         "access_denied",
         "empty_page",
+        "missing_value",
         "repeat_item",
         "reset",
         "slow",

@@ -59,6 +59,11 @@ def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, st
             "share_of_text_removed": round(removed, 4),
             "text_basis": MetadataValue.json(dict(report.text_basis)),
             "quarantined_records": sum(len(r) for r in report.quarantined.values()),
+            # Text the source cut inside a UTF-16 surrogate pair, stored with U+FFFD in place of each lone half
+            # (mail/models.py); an identifier so cut is a quarantined record instead.
+            "text_repaired_messages": report.repaired_messages,
+            "lone_surrogates_replaced": report.lone_surrogates_replaced,
+            "text_repairs": MetadataValue.json(report.repaired_text),
             **{f"source_{name}": n for name, n in sorted(report.source_stats.items())},
             "preview": MetadataValue.table(preview, schema=_PREVIEW_SCHEMA),
         },

@@ -16,7 +16,8 @@ OUTLOOK_MESSAGES_CHECKS = [
     blocking_check(
         "no_quarantined_records",
         ASSET,
-        "No source record that may belong to the partition was rejected (bad JSON, no id, no date, no mailbox).",
+        "No source record that may belong to the partition was rejected (bad JSON, no id, no date, no mailbox, "
+        "an identifier or address cut inside a UTF-16 surrogate pair).",
     ),
     blocking_check(
         "listing_complete",

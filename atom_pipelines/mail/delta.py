@@ -14,6 +14,7 @@ from typing import Protocol
 
 from dagster import DagsterLogManager
 
+from atom_pipelines.mail.models import printable
 from atom_pipelines.mail.msgraph import DeltaRound, DeltaTokenExpiredError
 from atom_pipelines.store.resource import MailStore
 
@@ -54,19 +55,21 @@ def note_changed_days(
         for change in round_.changes:
             seen.add(change.message_id)
             known = stored.get(change.message_id)
+            # The reason is stored: an id Graph cut inside a surrogate pair is written as its escape.
+            named = printable(change.message_id)
             if change.removed:
                 if known is not None:
-                    days[known.day] = f"{folder}: {change.message_id} removed"
+                    days[known.day] = f"{folder}: {named} removed"
                 continue
             if change.received_day is None:
                 raise RuntimeError(
-                    f"{mailbox}/{folder}: delta item {change.message_id} has no receivedDateTime; "
+                    f"{mailbox}/{folder}: delta item {named} has no receivedDateTime; "
                     "cannot tell which partition it changes"
                 )
             if known is None:
-                days[change.received_day] = f"{folder}: {change.message_id} created"
+                days[change.received_day] = f"{folder}: {named} created"
             elif known.change_key != change.change_key or known.day != change.received_day:
-                days[change.received_day] = days[known.day] = f"{folder}: {change.message_id} changed"
+                days[change.received_day] = days[known.day] = f"{folder}: {named} changed"
         if resync:
             # A resync lists the whole folder: stored messages of this folder it did not list were removed
             # (or moved) while the token was expired.

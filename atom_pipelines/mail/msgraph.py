@@ -8,7 +8,10 @@ per-mailbox gate (``gate.py``) that keeps Graph's 4-concurrent-requests-per-mail
 Failure is loud and specific: a Graph error carries Graph's ``code``, ``message`` and ``request-id``; a token
 error carries MSAL's ``error``, ``error_description`` and ``correlation_id``; nothing carries the secret or
 the bearer token. A window whose listing fails on any page raises, so a partition never stores a listing
-with a page missing.
+with a page missing. A 200 page that is not the page Graph documents (a collection without its ``value``
+list: a proxy's or gateway's answer, a truncated rewrite) is such a failure too, ``GraphPageShapeError`` with
+the URL, both request ids and the keys the body did have: read as empty it would be an empty day, or a
+mailbox with no history.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msal
 import requests
@@ -29,7 +32,7 @@ from urllib3.util.retry import Retry
 
 from atom_pipelines import config
 from atom_pipelines.mail.gate import FileGate, PostgresGate, gate_for
-from atom_pipelines.mail.models import GraphMessage, utc_day, validation_problems
+from atom_pipelines.mail.models import GraphMessage, printable, utc_day, validation_problems
 from atom_pipelines.mail.odata import (
     DELTA_FIELDS,
     MESSAGE_FIELDS,
@@ -76,6 +79,27 @@ class GraphRequestError(GraphError):
         super().__init__(f"{request_name}: HTTP {status} {code}: {message} (request-id {request_id or 'none'})")
 
 
+class GraphPageShapeError(GraphRequestError):
+    """A 200 answer that is not what Graph documents for the request: a collection page without a ``value``
+    list, a link that is not a string, a folder without an id. Never read as "nothing there"."""
+
+    def __init__(self, request_name: str, response: requests.Response, problem: str) -> None:
+        self.url = response.url
+        # Graph echoes the client-request-id it was sent; a proxy in between may not, and ours is still ours.
+        self.client_request_id = response.headers.get("client-request-id") or response.request.headers.get(
+            "client-request-id"
+        )
+        parts = urlsplit(response.url)
+        where = parts.path + (f"?{parts.query}" if parts.query else "")
+        super().__init__(
+            request_name,
+            response.status_code,
+            "UnexpectedShape",
+            f"{problem}; GET {where[:300]}, client-request-id {self.client_request_id or 'none'}",
+            response.headers.get("request-id"),
+        )
+
+
 class DeltaTokenExpiredError(GraphError):
     """Graph no longer knows the delta token (410 Gone / ``syncStateNotFound``): a full resync is due."""
 
@@ -90,6 +114,8 @@ class WindowListing:
     pages: int = 0
     repeated_ids: list[str] = field(default_factory=list)  # listed on more than one page
     reported_count: int | None = None  # Graph's @odata.count, when it gives one
+    # id -> "page N, request-id R" of the page that listed its last version: how a quarantined item is found again
+    listed_on: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -264,32 +290,33 @@ class GraphClient:
         listing = WindowListing()
         request_name = f"listing {mailbox} {days[0]}..{days[-1]}"
         while url:
-            page, _response = self.get(url, mailbox, f"{request_name} page {listing.pages + 1}", params, headers)
+            page_name = f"{request_name} page {listing.pages + 1}"
+            page, response = self.get(url, mailbox, page_name, params, headers)
+            values = _collection_page(page, response, page_name)
             params = None  # a nextLink carries every query option already
             listing.pages += 1
+            listed_on = f"page {listing.pages}, request-id {response.headers.get('request-id') or 'none'}"
             if listing.reported_count is None and isinstance(page.get("@odata.count"), int):
                 listing.reported_count = page["@odata.count"]
-            values = page.get("value")
-            if not isinstance(values, list):
-                raise GraphRequestError(request_name, 200, "UnexpectedShape", "page has no 'value' list", None)
             for item in values:
                 item_id = item.get("id") if isinstance(item, dict) else None
                 if not isinstance(item_id, str):
                     # Kept: validation turns it into a quarantined record named by its page.
-                    listing.items[f"<no id: page {listing.pages} #{len(listing.items)}>"] = item
-                    continue
-                if item_id in listing.items:
+                    item_id = f"<no id: page {listing.pages} #{len(listing.items)}>"
+                elif item_id in listing.items:
                     listing.repeated_ids.append(item_id)
                 listing.items[item_id] = item
+                listing.listed_on[item_id] = listed_on
             url = page.get("@odata.nextLink")
         return listing
 
     def folder_id(self, mailbox: str, folder: str) -> str:
         """The id of a folder named by its well-known name (``inbox``) or id, as messages' parentFolderId says it."""
         url = f"{self.api_url}/users/{quote(mailbox)}/mailFolders/{quote(folder)}"
-        page, _response = self.get(url, mailbox, f"folder {mailbox}/{folder}", {"$select": "id"})
-        if not isinstance(page.get("id"), str):
-            raise GraphRequestError(f"folder {mailbox}/{folder}", 200, "UnexpectedShape", "no folder id", None)
+        request_name = f"folder {mailbox}/{folder}"
+        page, response = self.get(url, mailbox, request_name, {"$select": "id"})
+        if not isinstance(page, dict) or not isinstance(page.get("id"), str):
+            raise GraphPageShapeError(request_name, response, f"the folder has no id ({_shape(page)})")
         return page["id"]
 
     def oldest_day(self, mailbox: str, not_before: dt.date) -> dt.date | None:
@@ -302,14 +329,17 @@ class GraphClient:
             "$select": "id,receivedDateTime",
         }
         request_name = f"oldest message of {mailbox}"
-        page, _response = self.get(f"{self.api_url}/users/{quote(mailbox)}/messages", mailbox, request_name, params)
-        values = page.get("value") or []
+        page, response = self.get(f"{self.api_url}/users/{quote(mailbox)}/messages", mailbox, request_name, params)
+        # Only a page with an empty "value" says the mailbox has nothing: without one, the registration sensor
+        # would take a mailbox whose probe failed for a mailbox with no history, and never sync it.
+        values = _collection_page(page, response, request_name)
         if not values:
             return None
-        change = _delta_change(values[0], request_name)  # the same id + receivedDateTime reading as a delta item
+        request_id = response.headers.get("request-id")
+        change = _delta_change(values[0], request_name, request_id)  # the same reading as a delta item's
         if change.received_day is None:
             raise GraphRequestError(
-                request_name, 200, "UnexpectedShape", f"no readable receivedDateTime: {values[0]!r:.200}", None
+                request_name, 200, "UnexpectedShape", f"no readable receivedDateTime: {values[0]!r:.200}", request_id
             )
         return change.received_day
 
@@ -325,29 +355,57 @@ class GraphClient:
         changes: list[DeltaChange] = []
         pages = 0
         while True:
+            page_name = f"{request_name} page {pages + 1}"
             try:
-                page, _response = self.get(url, mailbox, f"{request_name} page {pages + 1}", params, headers)
+                page, response = self.get(url, mailbox, page_name, params, headers)
             except GraphRequestError as exc:
                 if exc.status == 410 or exc.code.lower() in ("syncstatenotfound", "syncstateinvalid"):
                     raise DeltaTokenExpiredError(f"{request_name}: delta token expired ({exc})") from exc
                 raise
+            # A delta page without "value" read as no changes would store its deltaLink over changes never seen.
+            values = _collection_page(page, response, page_name)
             params = None
             pages += 1
-            for item in page.get("value") or []:
-                changes.append(_delta_change(item, request_name))
+            for item in values:
+                changes.append(_delta_change(item, page_name, response.headers.get("request-id")))
             if page.get("@odata.nextLink"):
                 url = page["@odata.nextLink"]
                 continue
             if page.get("@odata.deltaLink"):
                 return DeltaRound(changes=changes, delta_link=page["@odata.deltaLink"], pages=pages)
-            raise GraphRequestError(
-                request_name, 200, "UnexpectedShape", "page has neither nextLink nor deltaLink", None
+            raise GraphPageShapeError(
+                page_name, response, f"the page has neither nextLink nor deltaLink ({_shape(page)})"
             )
 
 
-def _delta_change(item: dict[str, Any], request_name: str) -> DeltaChange:
+def _shape(body: object) -> str:
+    """What a body was, for an error about its shape: the keys of an object (escaped, at most 20), else its type."""
+    if isinstance(body, dict):
+        keys = sorted(body, key=str)
+        listed = ", ".join(repr(key) for key in keys[:20]) + (f" and {len(keys) - 20} more" if len(keys) > 20 else "")
+        return f"its keys: {listed}" if keys else "an empty object"
+    return f"a JSON {type(body).__name__}, not an object"
+
+
+def _collection_page(page: object, response: requests.Response, request_name: str) -> list[Any]:
+    """The items of a 200 collection page (a listing, a delta round), or a GraphPageShapeError: a page without a
+    ``value`` list, or whose links are not strings, is not an empty page."""
+    if not isinstance(page, dict) or not isinstance(page.get("value"), list):
+        has = "'value' is not a list" if isinstance(page, dict) and "value" in page else "no 'value' list"
+        raise GraphPageShapeError(request_name, response, f"collection page with {has} ({_shape(page)})")
+    for link in ("@odata.nextLink", "@odata.deltaLink"):
+        if link in page and not isinstance(page[link], str):
+            raise GraphPageShapeError(
+                request_name, response, f"{link} is a {type(page[link]).__name__}, not a URL ({_shape(page)})"
+            )
+    return page["value"]
+
+
+def _delta_change(item: dict[str, Any], request_name: str, request_id: str | None = None) -> DeltaChange:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
-        raise GraphRequestError(request_name, 200, "UnexpectedShape", f"delta item without an id: {item!r:.200}", None)
+        raise GraphRequestError(
+            request_name, 200, "UnexpectedShape", f"delta item without an id: {item!r:.200}", request_id
+        )
     if "@removed" in item:
         return DeltaChange(message_id=item["id"], removed=True)
     received = item.get("receivedDateTime")
@@ -360,9 +418,9 @@ def _delta_change(item: dict[str, Any], request_name: str) -> DeltaChange:
                 request_name,
                 200,
                 "UnexpectedShape",
-                f"unreadable receivedDateTime {received!r} of item {item['id']} "
+                f"unreadable receivedDateTime {received!r} of item {printable(item['id'])} "
                 f"({validation_problems(exc, 'receivedDateTime')})",
-                None,
+                request_id,
             ) from exc
     return DeltaChange(message_id=item["id"], removed=False, received_day=day, change_key=item.get("changeKey"))
 
@@ -477,12 +535,13 @@ class GraphMailSource(MailSource):
                 message = GraphMessage.model_validate(item)
             except ValidationError as exc:
                 problems = validation_problems(exc)
-                excerpt = json.dumps(item)[:RAW_EXCERPT_CHARS]
+                # ensure_ascii: a lone surrogate Graph sent stays the escape it came as, storable and findable.
+                excerpt = json.dumps(item, ensure_ascii=True)[:RAW_EXCERPT_CHARS]
                 for day in span:  # an unreadable item may belong to any day of the span: nothing hides
                     batch.rejected_by_day[day].append(
                         RejectedRecord(
-                            f"{origin} {span[0]}..{span[-1]} id {item_id}",
-                            f"invalid message: {problems}",
+                            f"{origin} {span[0]}..{span[-1]} id {printable(item_id)}",
+                            f"invalid message: {problems} (Graph {listing.listed_on[item_id]})",
                             excerpt,
                             mailbox,
                             day,

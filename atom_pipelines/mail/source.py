@@ -19,7 +19,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, ValidationError
 
 from atom_pipelines import config
-from atom_pipelines.mail.models import GraphMessage, utc_day, validation_problems
+from atom_pipelines.mail.models import GraphMessage, lone_surrogate_problem, utc_day, validation_problems
 from atom_pipelines.partitions import MailboxWindow
 
 #: How much of a rejected line the quarantine keeps, so a bad record is findable without storing megabytes.
@@ -205,8 +205,13 @@ def parse_export_line(line: str, origin: str) -> SourcedMessage | RejectedRecord
         return RejectedRecord(origin, f"expected a JSON object, got {type(record).__name__}", excerpt)
 
     raw_mailbox = record.get("mailbox")
-    mailbox = normalize_mailbox(raw_mailbox) if isinstance(raw_mailbox, str) else ""
     day = _readable_day(record.get("receivedDateTime"))
+    cut_mailbox = lone_surrogate_problem(raw_mailbox)
+    if cut_mailbox is not None:
+        # The mailbox names the partition: a repaired one would be a mailbox nobody has. Whose it is is
+        # unknown, so it is quarantined in every mailbox's partitions of its day (nothing hides).
+        return RejectedRecord(origin, f"invalid 'mailbox' field: {cut_mailbox}", excerpt, None, day)
+    mailbox = normalize_mailbox(raw_mailbox) if isinstance(raw_mailbox, str) else ""
     if not mailbox:
         return RejectedRecord(origin, "missing 'mailbox' field", excerpt, None, day)
     try:

@@ -28,10 +28,23 @@ class SyncReport:
     chars_extraction: int = 0
     text_basis: Counter = field(default_factory=Counter)
     preview: list[dict[str, Any]] = field(default_factory=list)  # the first rows, for the UI
+    #: partition -> message id -> field path -> lone surrogates replaced by U+FFFD (``GraphMessage.text_repairs``),
+    #: for the stored messages whose text the source had cut inside a surrogate pair.
+    repaired_text: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     @property
     def message_count(self) -> int:
         return sum(self.messages_per_partition.values())
+
+    @property
+    def repaired_messages(self) -> int:
+        return sum(len(messages) for messages in self.repaired_text.values())
+
+    @property
+    def lone_surrogates_replaced(self) -> int:
+        return sum(
+            n for messages in self.repaired_text.values() for fields in messages.values() for n in fields.values()
+        )
 
 
 def sync_messages(source: MailSource, store: MailStore, windows: Sequence[MailboxWindow]) -> SyncReport:
@@ -59,6 +72,8 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
                 if item.message.id in seen:
                     continue  # kept out of the store and named by the duplicate-id check
                 seen.add(item.message.id)
+                if item.message.text_repairs:
+                    report.repaired_text.setdefault(key, {})[item.message.id] = item.message.text_repairs
                 row = message_row(item, day)
                 report.chars_raw += len(row["body_raw"])
                 report.chars_extraction += len(row["extraction_text"])

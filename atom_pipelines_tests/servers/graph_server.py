@@ -53,7 +53,7 @@ their real error answers instead (MSAL caches some identity errors in the applic
 scripted identity faults more confusing than useful).
 
 Observability: ``request_log`` (every request: method, raw path, raw query exactly as received, status,
-mailbox, page item count, the fault that hit it), ``token_requests``, ``graph_requests``,
+mailbox, page item count, the fault that hit it, the request-id answered), ``token_requests``, ``graph_requests``,
 ``retry_after_total_s``, ``max_concurrent_by_mailbox``, ``messages(mailbox)`` and ``errors`` (tracebacks of
 bugs in this server, each answered 500; a test may assert it is empty).
 """
@@ -114,6 +114,7 @@ FaultKind = Literal[
     "expired_token",
     "access_denied",
     "empty_page",
+    "missing_value",
     "repeat_item",
     "reset",
     "slow",
@@ -266,6 +267,10 @@ class Fault:
       access_denied    403 ErrorAccessDenied "Access to OData is disabled." (an application access policy)
       empty_page       200 with ``"value": []`` and a nextLink to the same offset, so nothing is lost (a page
                        that would have been empty and last anyway is answered as it is)
+      missing_value    200 with the page as it would have been (``@odata.context``, ``@odata.count``, the
+                       nextLink or deltaLink) but without its ``value`` array: what a proxy or gateway that
+                       rewrites or truncates a body hands back. Graph itself documents no such page; a client
+                       must not read it as an empty page
       repeat_item      the page also repeats, first, the last item of the previous page (a replay); on a first
                        page there is nothing to repeat and the fault is spent without effect
       reset            status line and headers with the full Content-Length, half the body, then the socket is
@@ -294,7 +299,8 @@ class Fault:
 class LoggedRequest:
     """One request as the server saw it. ``query`` is the raw query string exactly as received (undecoded);
     ``items`` the number of items in the page answered (list and delta pages only); ``fault`` the scripted
-    fault kind that hit it, or "concurrency" for a 429 from the mailbox concurrency limit."""
+    fault kind that hit it, or "concurrency" for a 429 from the mailbox concurrency limit; ``request_id`` the
+    ``request-id`` header answered (what a client's error must name for support)."""
 
     method: str
     path: str
@@ -304,6 +310,7 @@ class LoggedRequest:
     items: int | None
     fault: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    request_id: str | None = None
 
     @property
     def params(self) -> dict[str, str]:
@@ -674,7 +681,9 @@ class GraphServer(BackgroundServer):
 
     def _stamp(self, message: _Message, modified: str | None = None) -> None:
         message.version += 1
-        digest = hashlib.sha256(f"{message.mailbox}/{message.data['id']}/{message.version}".encode()).digest()
+        # surrogatepass: a test may serve an id Graph cut inside a surrogate pair (served as its \u escape).
+        stamped = f"{message.mailbox}/{message.data['id']}/{message.version}".encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(stamped).digest()
         message.data["changeKey"] = "CQAAABYAAA" + base64.b64encode(digest[:18]).decode()
         message.data["lastModifiedDateTime"] = modified or _now()
 
@@ -703,6 +712,7 @@ class GraphServer(BackgroundServer):
                     reply.items,
                     reply.fault,
                     dict(request.headers.items()),
+                    reply.headers.get("request-id"),
                 )
             )
 
@@ -1050,7 +1060,9 @@ class GraphServer(BackgroundServer):
         body["value"] = [_render(data, select, body_type) for data in page]
         if next_skip is not None:
             body["@odata.nextLink"] = self._next_link(request, next_skip)
-        reply = _Reply(200, body, items=len(page), delay_s=self.page_delay_s)
+        if fault == "missing_value":
+            del body["value"]
+        reply = _Reply(200, body, items=len(body.get("value", ())), delay_s=self.page_delay_s)
         if applied:
             reply.headers["Preference-Applied"] = applied
         return reply
@@ -1114,7 +1126,9 @@ class GraphServer(BackgroundServer):
         else:
             token = _encode_token({**round_.state, "seq": round_.seq, "epoch": round_.epoch})
             body["@odata.deltaLink"] = f"{base}?%24deltatoken={token}"
-        reply = _Reply(200, body, items=len(value), delay_s=self.page_delay_s)
+        if fault == "missing_value":
+            del body["value"]
+        reply = _Reply(200, body, items=len(body.get("value", ())), delay_s=self.page_delay_s)
         preferences = [applied] if applied else []
         if delta_params["max_page_size_preferred"]:
             preferences.append(f"odata.maxpagesize={page_size}")
@@ -1301,7 +1315,8 @@ def _graph_fields(record: dict, folder_id: str) -> dict:
         "isReadReceiptRequested": False,
         "isRead": True,
         "isDraft": False,
-        "webLink": f"https://outlook.office365.com/owa/?ItemID={quote(given['id'], safe='')}&exvsurl=1"
+        "webLink": f"https://outlook.office365.com/owa/?ItemID={quote(given['id'], safe='', errors='surrogatepass')}"
+        "&exvsurl=1"
         "&viewmodel=ReadMessageItem",
         "inferenceClassification": "focused",
         "body": {"contentType": "text", "content": ""},
@@ -1672,7 +1687,13 @@ class _Handler(QuietHandler):
             if reply.delay_s:
                 time.sleep(reply.delay_s)
             app._record(request, reply)
-            payload = json.dumps(reply.body, separators=(",", ":")).encode() if reply.body is not None else b""
+            # ensure_ascii: a lone surrogate (text Graph cut inside a UTF-16 pair) goes out as the \u escape Graph
+            # sends, the only way JSON can carry it.
+            payload = (
+                json.dumps(reply.body, separators=(",", ":"), ensure_ascii=True).encode()
+                if reply.body is not None
+                else b""
+            )
             self.send_response(reply.status)
             content_type = (
                 "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
