@@ -10,11 +10,26 @@ from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from atom_pipelines.assets import PARTITIONED_CHAIN, entity_graph
 from atom_pipelines.extraction.extractor import EntityExtractor
+from atom_pipelines.extraction.providers import MessageText, Participant
 from atom_pipelines.mail.source import ExportMailSource
 from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key
 from atom_pipelines.store.resource import MailStore
 
 ALL_ASSETS = [*PARTITIONED_CHAIN, entity_graph]
+
+#: One short e-mail the LLM tests extract: a header person, a body person and an amount.
+TURBINE_MESSAGE = MessageText(
+    mailbox="kay.mann@enron.com",
+    message_id="m-1",
+    subject="Turbine contract",
+    sender=Participant("Sheila Tweed", "sheila.tweed@enron.com"),
+    to=(Participant("Kay Mann", "kay.mann@enron.com"),),
+    cc=(),
+    new_text="Kay, Ben Jacoby agreed to pay $5 million for the turbine.",
+    signature="",
+    body="Kay, Ben Jacoby agreed to pay $5 million for the turbine.",
+    day=dt.date(2001, 11, 27),
+)
 
 
 def resources(export_dir: Path, database_url: str, extractor: EntityExtractor | None = None) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.key_status import key_status
 from atom_pipelines.extraction.outcomes import Outcome
 from atom_pipelines.extraction.prompt import prompt_for
-from atom_pipelines.extraction.providers import MessageText, Participant
+from atom_pipelines.extraction.providers import MessageText
 from atom_pipelines.extraction.tokens import prompt_tokens
 from atom_pipelines.partitions import partition_key
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
-from atom_pipelines_tests.helpers import check_metadata, check_results, materialize_days, resources
+from atom_pipelines_tests.helpers import TURBINE_MESSAGE, check_metadata, check_results, materialize_days, resources
 from atom_pipelines_tests.servers.openai_server import Behaviour, OpenAICompatibleServer
 
 KEY = "sk-test-key"
@@ -34,18 +34,7 @@ KEY_ENV = "ATOM_TEST_OPENAI_KEY"
 MAILBOX = "kevin.hyatt@enron.com"
 DAY = dt.date(2001, 11, 27)  # 5 messages
 
-MESSAGE = MessageText(
-    mailbox="kay.mann@enron.com",
-    message_id="m-1",
-    subject="Turbine contract",
-    sender=Participant("Sheila Tweed", "sheila.tweed@enron.com"),
-    to=(Participant("Kay Mann", "kay.mann@enron.com"),),
-    cc=(),
-    new_text="Kay, Ben Jacoby agreed to pay $5 million for the turbine.",
-    signature="",
-    body="Kay, Ben Jacoby agreed to pay $5 million for the turbine.",
-    day=DAY,
-)
+MESSAGE = TURBINE_MESSAGE
 
 
 @pytest.fixture
