@@ -121,7 +121,9 @@ QUEUED = [
 MAILBOXES = {KILLED[0], STUCK[0], BAD[0]}
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 #: Columns that say how long something took, not what was found.
-VOLATILE_COLUMNS = {"extraction_outcomes": {"latency_ms"}}
+# When it happened, not what: a latency, and when a partition's quiet counts were recorded (the quiet
+# baseline's clock). Every other column of every row must equal a clean run's.
+VOLATILE_COLUMNS = {"extraction_outcomes": {"latency_ms"}, "model_quiet_counts": {"recorded_at"}}
 NOT_RETRIED_MESSAGE = "Not retrying run since it failed due to an asset or op failure"
 WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)\.$")
 
