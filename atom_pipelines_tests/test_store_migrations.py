@@ -31,6 +31,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.pool import NullPool
 
+from atom_pipelines.entity_graph.analysis import GraphOptions, build_entity_graph
 from atom_pipelines.entity_graph.links import link_entities
 from atom_pipelines.extraction.cache import prompt_hash
 from atom_pipelines.extraction.extractor import EntityExtractor
@@ -70,13 +71,13 @@ CACHE_0001 = sa.Table(
     ),
 )
 TABLES_HEAD = dict(schema.metadata.tables)
-#: Tables later revisions created: a 0001 release never wrote them (0003: model_quiet_counts).
-ADDED_AFTER_0001 = frozenset({"model_quiet_counts"})
+#: Tables later revisions created: a 0001 release never wrote them (0003: model_quiet_counts; 0004: the graph).
+ADDED_AFTER_0001 = frozenset({"model_quiet_counts", *(t.name for t in schema.GRAPH_TABLES), schema.graph_builds.name})
 TABLES_0001 = {
     **{name: t for name, t in TABLES_HEAD.items() if name not in ADDED_AFTER_0001},
     "extraction_cache": CACHE_0001,
 }
-HEAD = "0003"
+HEAD = "0004"
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -162,8 +163,8 @@ def as_0001(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, A
 def pipeline_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """A row set for every table, made by the pipeline's own functions on a scratch SQLite store: a day of
     kevin.hyatt's mail synced (plus one record the source must quarantine), extracted through the
-    OpenAI-compatible test server (so the cache holds real prompt hashes), linked, and a Graph delta round
-    noted. Only ``entity_relations`` is written by hand (the test server answers no relations), between
+    OpenAI-compatible test server (so the cache holds real prompt hashes), linked, the entity graph built, and
+    a Graph delta round noted. Only ``entity_relations`` is written by hand (the test server answers no relations), between
     two entities the extraction really stored."""
     tmp = tmp_path_factory.mktemp("pipeline")
     records = [r for r in corpus_records({MAILBOX}) if r["receivedDateTime"].startswith(DAY.isoformat())]
@@ -193,6 +194,7 @@ def pipeline_rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[di
     }
     store.replace_partitions(WINDOWS, {schema.entity_relations: [relation]})
     link_entities(store, WINDOWS)
+    build_entity_graph(store, GraphOptions(export_dir=tmp / "exports"))
     noted = dt.datetime(2001, 11, 28, 6, 0, tzinfo=dt.timezone.utc)
     delta_link = f"https://graph.microsoft.com/v1.0/users/{MAILBOX}/mailFolders/inbox/messages/delta?$deltatoken=a1b2"
     store.note_delta_round(MAILBOX, "inbox", delta_link, {DAY: f"inbox: {records[1]['id']} changed"}, noted)
@@ -334,7 +336,8 @@ def test_the_upgrade_command_brings_it_to_head_and_the_store_then_works(
     assert done.returncode == 0, done.stderr
     assert f"before: revision 0001 (head is {HEAD})" in done.stdout and f"after:  revision {HEAD} (head)" in done.stdout
     # Alembic's own report of what it ran.
-    assert "Running upgrade 0001 -> 0002" in done.stderr and f"Running upgrade 0002 -> {HEAD}" in done.stderr
+    ran = ["0001 -> 0002", "0002 -> 0003", f"0003 -> {HEAD}"]
+    assert all(f"Running upgrade {step}" in done.stderr for step in ran), done.stderr
 
     current = run_command(database_url, "current")
     assert current.returncode == 0 and f"revision {HEAD} (head)" in current.stdout

@@ -199,6 +199,102 @@ graph_pending_days = Table(
     Column("reason", Text, nullable=False),
 )
 
+# -- the entity graph: written whole by each entity_graph build (not partitioned) ------------------------------
+
+# What identity resolution decided for each body-name mention (merged into a person, or refused and why) and
+# for each configured alias seen: the audit trail of every merge, and what ATOM_GRAPH_NEVER_MERGE undoes.
+identity_decisions = Table(
+    "identity_decisions",
+    metadata,
+    Column("mailbox", String(320), primary_key=True),  # "" for an alias (it holds in every mailbox)
+    Column("message_id", String(512), primary_key=True),  # "" for an alias
+    Column("mention_key", String(512), primary_key=True),
+    Column("mention_name", Text, nullable=False),
+    Column("decision", String(16), nullable=False),  # "merged" or "refused"
+    Column("person_key", String(512)),  # the person merged into; NULL when refused
+    Column("rule", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_identity_person", "person_key"),
+)
+
+# One row per resolved entity: the graph's nodes with what an analyst filters and ranks by.
+graph_nodes = Table(
+    "graph_nodes",
+    metadata,
+    Column("entity_key", String(512), primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("entity_type", String(32), nullable=False),
+    Column("names", JSON, nullable=False),  # every name seen, most frequent first
+    Column("addresses", JSON, nullable=False),  # a person's addresses: its own, plus its aliases seen
+    Column("message_count", Integer, nullable=False),  # distinct e-mails (copies in several mailboxes once)
+    Column("first_seen", Date, nullable=False),
+    Column("last_seen", Date, nullable=False),
+    Column("degree", Integer, nullable=False),
+    Column("weighted_degree", Float, nullable=False),
+    Column("pagerank", Float, nullable=False),
+    Column("betweenness", Float),  # NULL: the node arrived in an incremental build, computed at the next full one
+    Column("community", Integer, nullable=False),  # 0 is the largest community
+    Index("ix_graph_nodes_community", "community"),
+    Index("ix_graph_nodes_type", "entity_type"),
+)
+
+# One row per (source, target, kind): typed edges, weight = distinct e-mails behind them.
+graph_edges = Table(
+    "graph_edges",
+    metadata,
+    Column("source_key", String(512), primary_key=True),
+    Column("target_key", String(512), primary_key=True),
+    Column("kind", String(80), primary_key=True),
+    Column("directed", Boolean, nullable=False),  # co_mention is not: stored once, smaller key first
+    Column("weight", Integer, nullable=False),
+    Column("first_seen", Date, nullable=False),
+    Column("last_seen", Date, nullable=False),
+    Index("ix_graph_edges_target", "target_key"),
+)
+
+# Provenance: up to ATOM_GRAPH_EDGE_MESSAGES e-mails behind each edge, the latest first, one copy each (the
+# first mailbox holding it). Join to ``messages`` on (mailbox, message_id) to read them.
+graph_edge_messages = Table(
+    "graph_edge_messages",
+    metadata,
+    Column("source_key", String(512), primary_key=True),
+    Column("target_key", String(512), primary_key=True),
+    Column("kind", String(80), primary_key=True),
+    Column("mailbox", String(320), primary_key=True),
+    Column("message_id", String(512), primary_key=True),
+    Column("day", Date, nullable=False),
+)
+
+# Louvain communities of the last build that computed them, with their most central members.
+graph_communities = Table(
+    "graph_communities",
+    metadata,
+    Column("community", Integer, primary_key=True, autoincrement=False),
+    Column("size", Integer, nullable=False),
+    Column("people", Integer, nullable=False),
+    Column("top_members", JSON, nullable=False),  # [{"entity_key", "label", "pagerank"}], highest first
+)
+
+# One row per entity_graph build: what it read, removed and decided, and whether communities were recomputed.
+graph_builds = Table(
+    "graph_builds",
+    metadata,
+    Column("built_at", DateTime(timezone=True), primary_key=True),
+    Column("mode", String(16), nullable=False),  # "full" or "incremental"
+    Column("reason", Text, nullable=False),
+    Column("communities_at", DateTime(timezone=True), nullable=False),  # the full build whose communities hold
+    Column("links", Integer, nullable=False),
+    Column("copies_removed", Integer, nullable=False),  # link counts of the same e-mail in another mailbox
+    Column("nodes", Integer, nullable=False),
+    Column("edges", Integer, nullable=False),
+    Column("changed_edges", Integer, nullable=False),
+    Column("name_mentions", Integer, nullable=False),
+    Column("names_merged", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+)
+
+GRAPH_TABLES = (identity_decisions, graph_nodes, graph_edges, graph_edge_messages, graph_communities)
+
 PARTITIONED_TABLES = (
     messages,
     extraction_outcomes,
