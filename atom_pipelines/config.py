@@ -105,6 +105,21 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def _address_pairs(value: Any) -> Any:
+    """``left=right`` pairs, comma-separated; each side stripped (ATOM_GRAPH_ALIASES, ATOM_GRAPH_NEVER_MERGE)."""
+    if not isinstance(value, str):
+        return value
+    pairs = []
+    for entry in (item.strip() for item in value.split(",")):
+        if not entry:
+            continue
+        left, sep, right = entry.partition("=")
+        if not sep or not left.strip() or not right.strip():
+            raise ValueError(f"entry {entry!r} is not left=right")
+        pairs.append((left.strip(), right.strip()))
+    return tuple(pairs)
+
+
 def _http_url(value: Any) -> Any:
     if isinstance(value, str):
         parsed = urlparse(value.strip())
@@ -125,6 +140,11 @@ IsoDay = Annotated[dt.date, BeforeValidator(_iso_day)]
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
 HttpUrl = Annotated[str, BeforeValidator(_http_url)]
 KeyMap = Annotated[dict[str, str], NoDecode, BeforeValidator(_key_map)]
+Pairs = Annotated[tuple[tuple[str, str], ...], NoDecode, BeforeValidator(_address_pairs)]
+
+#: Refresh intervals of entity_graph that a cron schedule can hold evenly (minutes that divide an hour).
+GRAPH_REFRESH_MINUTES = (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)
+_ADDRESS = re.compile(r"^[^@\s,=]+@[^@\s,=]+\.[^@\s,=]+$")
 
 
 def _setting(
@@ -200,7 +220,7 @@ class Settings(BaseSettings):
     graph_export_dir: Path = _setting(
         derived=True,
         accepts="a directory path",
-        description="where entity_graph writes entity_graph.graphml",
+        description="where entity_graph writes its exports (GraphML, GEXF, node-link JSON) and its picture",
     )
 
     # -- partitions and runs -------------------------------------------------------------------------------
@@ -264,6 +284,64 @@ class Settings(BaseSettings):
         accepts="a share, a number 0-1",
         description="above this share of model-listed entities that the message does not support, a "
         "partition's WARN check turns yellow",
+    )
+
+    # -- the entity graph ----------------------------------------------------------------------------------
+    graph_aliases: Pairs = _setting(
+        (),
+        accepts="a comma-separated list of alias@domain=canonical@domain",
+        description="addresses of one person: the alias's mentions count as the canonical address's (the only "
+        "way two addresses become one person)",
+    )
+    graph_never_merge: Pairs = _setting(
+        (),
+        accepts="a comma-separated list of name=address",
+        description="undo a name merge: a body name reducing to this name is never merged into this address",
+    )
+    graph_refresh_minutes: WholeNumber = _setting(
+        15,
+        accepts=f"a number of minutes, one of {', '.join(map(str, GRAPH_REFRESH_MINUTES))}",
+        description="entity_graph is rebuilt at most once per interval, after entity_links changed and once no "
+        "run or backfill of entity_links is in progress",
+    )
+    graph_edge_messages: WholeNumber = _setting(
+        20,
+        ge=1,
+        accepts="an integer >= 1",
+        description="message ids kept per graph edge (graph_edge_messages), the latest first",
+    )
+    graph_full_rebuild_share: float = _setting(
+        0.05,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        accepts="a share, a number 0-1",
+        description="an entity_graph build that changes more than this share of the edges recomputes "
+        "communities and betweenness; smaller changes keep them (new nodes join their strongest neighbour's)",
+    )
+    graph_full_rebuild_hours: float = _setting(
+        24,
+        gt=0,
+        allow_inf_nan=False,
+        accepts="a number of hours > 0",
+        description="communities and betweenness are recomputed at least this often",
+    )
+    graph_min_merge_share: float = _setting(
+        0.02,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        accepts="a share, a number 0-1",
+        description="below this share of body-name mentions merged into a person, the WARN check "
+        "name_merge_share_in_band turns yellow (resolution suddenly merging nothing)",
+    )
+    graph_max_merge_share: float = _setting(
+        0.9,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        accepts="a share, a number 0-1 (above ATOM_GRAPH_MIN_MERGE_SHARE)",
+        description="above this share the same check turns yellow (resolution suddenly merging everything)",
     )
 
     # -- Microsoft Graph -----------------------------------------------------------------------------------
@@ -417,6 +495,44 @@ class Settings(BaseSettings):
         if value is None:
             return info.data.get("dagster_home", REPO_ROOT / ".dagster_home") / "exports"
         return handler(value)
+
+    @field_validator("graph_aliases")
+    @classmethod
+    def _aliases_are_addresses(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        pairs = tuple((alias.lower(), canonical.lower()) for alias, canonical in value)
+        for alias, canonical in pairs:
+            for address in (alias, canonical):
+                if not _ADDRESS.match(address):
+                    raise ValueError(f"{address!r} is not an e-mail address")
+            if alias == canonical:
+                raise ValueError(f"{alias!r} is an alias of itself")
+        aliases = [alias for alias, _ in pairs]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("an alias is given twice")
+        return pairs
+
+    @field_validator("graph_never_merge")
+    @classmethod
+    def _never_merge_addresses(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        for _name, address in value:
+            if not _ADDRESS.match(address.lower()):
+                raise ValueError(f"{address!r} is not an e-mail address")
+        return tuple((name, address.lower()) for name, address in value)
+
+    @field_validator("graph_refresh_minutes")
+    @classmethod
+    def _refresh_divides_an_hour(cls, value: int) -> int:
+        if value not in GRAPH_REFRESH_MINUTES:
+            raise ValueError(f"{value} does not divide an hour")
+        return value
+
+    @field_validator("graph_max_merge_share")
+    @classmethod
+    def _band(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("graph_min_merge_share")
+        if low is not None and value < low:
+            raise ValueError(f"ATOM_GRAPH_MIN_MERGE_SHARE is {low}")
+        return value
 
     @field_validator("end_date")
     @classmethod
