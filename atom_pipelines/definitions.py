@@ -11,7 +11,7 @@ from atom_pipelines.config import load_settings
 from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job, mailbox_freshness_job
 from atom_pipelines.resources import build_resources
 from atom_pipelines.schedules import llm_key_status_daily, mail_to_links_daily, mailbox_freshness_hourly
-from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
+from atom_pipelines.sensors import entity_graph_freshness, graph_delta_sync, register_mailboxes
 from atom_pipelines.store.migrate import ensure_schema
 
 # Validated here at the latest (partitions.py reads the settings first, at import): a bad ATOM_* value
@@ -27,6 +27,6 @@ defs = Definitions(
     asset_checks=[mailboxes_fresh],
     jobs=[mail_to_links_job, mailbox_freshness_job, llm_key_status_job],
     schedules=[mail_to_links_daily, mailbox_freshness_hourly, llm_key_status_daily],
-    sensors=[register_mailboxes, graph_delta_sync, analyst_alerts],
+    sensors=[register_mailboxes, graph_delta_sync, entity_graph_freshness, analyst_alerts],
     resources=build_resources(settings),
 )

@@ -8,6 +8,8 @@ import json
 from collections import defaultdict
 
 from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -17,6 +19,7 @@ from dagster import (
 )
 
 from atom_pipelines import config
+from atom_pipelines.assets import entity_graph
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.key_status import KeyStatus, key_status
 from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job
@@ -217,3 +220,17 @@ def graph_delta_sync(
         return SkipReason(f"no changed complete day pending in {len(mailboxes)} mailbox(es)")
     context.log.info(f"requesting {len(requests)} partition(s) changed in Graph")
     return SensorResult(run_requests=requests)
+
+
+#: Evaluates entity_graph's automation condition (assets/entity_graph.py, ``graph_refresh_condition``): the
+#: graph rebuilds itself after entity_links partitions land. Our own sensor rather than Dagster's default one,
+#: so that it runs from the first deployment without a click (Dagster's docs: the default one must be turned
+#: on in the UI), and targets only the graph: no other asset has a condition.
+entity_graph_freshness = AutomationConditionSensorDefinition(
+    "entity_graph_freshness",
+    target=AssetSelection.assets(entity_graph),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Launches entity_graph when entity_links changed: at most once per ATOM_GRAPH_REFRESH_MINUTES, "
+    "never while a run or backfill of entity_links is in progress.",
+)

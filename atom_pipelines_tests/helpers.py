@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +87,63 @@ def check_metadata(result: ExecuteInProcessResult, check_name: str) -> dict[str,
         if evaluation.check_name == check_name:
             return {k: v.value for k, v in evaluation.metadata.items()}
     raise KeyError(f"check {check_name} was not evaluated")
+
+
+# -- store rows written by hand, as the pipeline writes them ------------------------------------------------------
+
+
+def message_row(mailbox: str, message_id: str, day: dt.date, internet_id: str | None, subject: str) -> dict[str, Any]:
+    """A ``messages`` row: the subject is the whole text, its hash the content hash."""
+    return {
+        "mailbox": mailbox,
+        "message_id": message_id,
+        "day": day,
+        "received_at": dt.datetime.combine(day, dt.time(9), tzinfo=dt.timezone.utc),
+        "internet_message_id": internet_id,
+        "conversation_id": None,
+        "subject": subject,
+        "sender_name": None,
+        "sender_address": None,
+        "to_recipients": [],
+        "cc_recipients": [],
+        "body_content_type": "text",
+        "body_raw": subject,
+        "new_text": subject,
+        "signature_text": "",
+        "quoted_text": "",
+        "text_basis": "new_text",
+        "extraction_text": subject,
+        "content_hash": hashlib.sha256(subject.encode()).hexdigest(),
+        "change_key": None,
+        "parent_folder_id": None,
+        "origin": "test",
+    }
+
+
+def entity_row(mailbox: str, message_id: str, day: dt.date, key: str, name: str, entity_type: str, roles: str):
+    """An ``entities`` row of the heuristic provider (roles comma-separated, primary first)."""
+    return {
+        "mailbox": mailbox,
+        "message_id": message_id,
+        "entity_key": key,
+        "day": day,
+        "name": name,
+        "entity_type": entity_type,
+        "roles": roles,
+        "evidence": name,
+        "provider": "heuristic",
+        "model": "rules-v1",
+    }
+
+
+def link_row(mailbox: str, message_id: str, day: dt.date, source: str, target: str, kind: str) -> dict[str, Any]:
+    """An ``entity_links`` row (every link weighs one message)."""
+    return {
+        "mailbox": mailbox,
+        "message_id": message_id,
+        "source_key": source,
+        "target_key": target,
+        "kind": kind,
+        "day": day,
+        "weight": 1.0,
+    }

@@ -4,27 +4,19 @@
 person to the organization of their address domain, only when that organization is an entity of the same
 message, otherwise the link would dangle) and ``co_mention`` between entities the *text* mentions. Header-only
 participants must not co-mention, or every recipient of a mailing list becomes a clique; an undirected
-co-mention stored in both directions, or a self loop, double-counts degree and PageRank. ``analyze_graph`` turns
-the stored links into one graph: these tests check its counts, components and ranking against a small store
-whose answer is worked out by hand, and that the GraphML export reads back as the same graph.
+co-mention stored in both directions, or a self loop, double-counts degree and PageRank. The graph built from
+the stored links is tested in test_entity_graph.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from pathlib import Path
 
-import networkx as nx
-import pytest
-
-from atom_pipelines.entity_graph.analysis import analyze_graph
 from atom_pipelines.entity_graph.links import dangling_links, links_for_message
 from atom_pipelines.extraction.heuristic import HeuristicProvider
 from atom_pipelines.extraction.providers import MessageText, Participant
-from atom_pipelines.partitions import MailboxWindow
-from atom_pipelines.store import schema
-from atom_pipelines.store.resource import MailStore
+from atom_pipelines_tests.helpers import entity_row, link_row
 
 ALICE = "person:alice@enron.com"
 BOB = "person:bob@enron.com"
@@ -166,145 +158,16 @@ def test_links_of_a_heuristic_extraction() -> None:
     }
 
 
-# -- analyze_graph on a small store ------------------------------------------------------------------------------
+# -- dangling links --------------------------------------------------------------------------------------------
 
-DAY_1, DAY_2 = dt.date(2001, 10, 1), dt.date(2001, 10, 2)
-WINDOWS = [MailboxWindow("alice@enron.com", (DAY_1, DAY_2)), MailboxWindow("bob@enron.com", (DAY_1,))]
-
-
-def _entity_row(mailbox: str, message_id: str, day: dt.date, key: str, name: str, entity_type: str, roles: str):
-    return {
-        "mailbox": mailbox,
-        "message_id": message_id,
-        "entity_key": key,
-        "day": day,
-        "name": name,
-        "entity_type": entity_type,
-        "roles": roles,
-        "evidence": name,
-        "provider": "heuristic",
-        "model": "rules-v1",
-    }
-
-
-def _link_row(mailbox: str, message_id: str, day: dt.date, source: str, target: str, kind: str):
-    return {
-        "mailbox": mailbox,
-        "message_id": message_id,
-        "source_key": source,
-        "target_key": target,
-        "kind": kind,
-        "day": day,
-        "weight": 1.0,
-    }
-
-
-@pytest.fixture
-def small_store(sqlite_database_url: str) -> MailStore:
-    """Three messages in two mailboxes; the graph they make, by hand:
-
-    component 1: alice - bob (sent_to both ways, 2 messages), alice - carol (cc_to), alice - enron.com,
-                 bob - enron.com (works_at)                               -> 4 nodes, 4 edges
-    component 2: dave - money:usd:2500 (co_mention)                       -> 2 nodes, 1 edge
-    """
-    store = MailStore(database_url=sqlite_database_url)
-    a, b = "alice@enron.com", "bob@enron.com"
-    entities = [
-        _entity_row(a, "m1", DAY_1, ALICE, "Alice Archer", "person", "sender"),
-        _entity_row(a, "m1", DAY_1, BOB, "Bob Baker", "person", "to"),
-        _entity_row(a, "m1", DAY_1, CAROL, "Carol", "person", "cc"),
-        _entity_row(a, "m1", DAY_1, ENRON, "enron.com", "organization", "domain"),
-        _entity_row(a, "m2", DAY_2, DAVE, "Dave", "person", "text"),
-        _entity_row(a, "m2", DAY_2, MONEY, "$2,500", "money", "text"),
-        _entity_row(b, "m3", DAY_1, BOB, "Bob Baker", "person", "sender"),
-        _entity_row(b, "m3", DAY_1, ALICE, "alice@enron.com", "person", "to"),  # a rarer name: not the label
-        _entity_row(b, "m3", DAY_1, ENRON, "enron.com", "organization", "domain"),
-    ]
-    links = [
-        _link_row(a, "m1", DAY_1, ALICE, BOB, "sent_to"),
-        _link_row(a, "m1", DAY_1, ALICE, CAROL, "cc_to"),
-        _link_row(a, "m1", DAY_1, ALICE, ENRON, "works_at"),
-        _link_row(a, "m1", DAY_1, BOB, ENRON, "works_at"),
-        _link_row(a, "m2", DAY_2, MONEY, DAVE, "co_mention"),
-        _link_row(b, "m3", DAY_1, BOB, ALICE, "sent_to"),
-        _link_row(b, "m3", DAY_1, ALICE, ENRON, "works_at"),
-        _link_row(b, "m3", DAY_1, BOB, ENRON, "works_at"),
-    ]
-    store.replace_partitions(WINDOWS, {schema.entities: entities, schema.entity_links: links})
-    # The fixture itself is consistent.
-    assert dangling_links(store.rows(schema.entity_links, WINDOWS), store.rows(schema.entities, WINDOWS)) == []
-    return store
-
-
-def test_analyze_graph_counts_components_and_ranking(small_store: MailStore, tmp_path: Path) -> None:
-    report = analyze_graph(small_store, tmp_path / "export")
-    assert (report.nodes, report.edges) == (6, 5)
-    assert (report.components, report.largest_component) == (2, 4)
-    assert report.top_by_degree == [
-        (ALICE, "Alice Archer", "person", 3),
-        # Ties broken by key, so the ranking is the same on every run.
-        (ENRON, "enron.com", "organization", 2),
-        (BOB, "Bob Baker", "person", 2),
-        (MONEY, "$2,500", "money", 1),
-        (CAROL, "Carol", "person", 1),
-        (DAVE, "Dave", "person", 1),
-    ]
-    ranked = [key for key, *_ in report.top_by_pagerank]
-    assert ranked[0] == ALICE
-    assert sorted(ranked) == sorted([ALICE, BOB, CAROL, DAVE, ENRON, MONEY])
-    assert sum(score for *_, score in report.top_by_pagerank) == pytest.approx(1.0)
-
-
-def test_graphml_reads_back_as_the_same_graph(small_store: MailStore, tmp_path: Path) -> None:
-    report = analyze_graph(small_store, tmp_path / "export")
-    assert report.graphml_path == tmp_path / "export" / "entity_graph.graphml"
-    assert list((tmp_path / "export").iterdir()) == [report.graphml_path]  # no .partial left behind
-
-    graph = nx.read_graphml(report.graphml_path)
-    assert (graph.number_of_nodes(), graph.number_of_edges()) == (report.nodes, report.edges)
-    assert nx.number_connected_components(graph) == report.components
-    assert graph.nodes[ALICE] == {"name": "Alice Archer", "entity_type": "person"}
-    # Both directions of alice <-> bob, over two messages in two mailboxes, are one undirected edge.
-    assert graph[ALICE][BOB] == {"weight": 2.0, "messages": 2, "kinds": "sent_to"}
-    assert graph[BOB][ENRON]["weight"] == 2.0
-    assert graph[ALICE][CAROL]["kinds"] == "cc_to"
-
-
-def test_analyze_graph_merges_kinds_of_one_pair(sqlite_database_url: str, tmp_path: Path) -> None:
-    store = MailStore(database_url=sqlite_database_url)
-    window = MailboxWindow("alice@enron.com", (DAY_1,))
-    store.replace_partitions(
-        [window],
-        {
-            schema.entities: [
-                _entity_row("alice@enron.com", "m1", DAY_1, ALICE, "Alice", "person", "sender,text"),
-                _entity_row("alice@enron.com", "m1", DAY_1, BOB, "Bob", "person", "to,greeting"),
-            ],
-            schema.entity_links: [
-                _link_row("alice@enron.com", "m1", DAY_1, ALICE, BOB, "sent_to"),
-                _link_row("alice@enron.com", "m1", DAY_1, ALICE, BOB, "co_mention"),
-            ],
-        },
-    )
-    report = analyze_graph(store, tmp_path)
-    assert (report.nodes, report.edges, report.components) == (2, 1, 1)
-    edge = nx.read_graphml(report.graphml_path)[ALICE][BOB]
-    assert edge["kinds"] == "co_mention,sent_to"
-    assert edge["weight"] == 2.0
-
-
-def test_analyze_graph_of_an_empty_store(sqlite_database_url: str, tmp_path: Path) -> None:
-    report = analyze_graph(MailStore(database_url=sqlite_database_url), tmp_path)
-    assert (report.nodes, report.edges, report.components, report.largest_component) == (0, 0, 0, 0)
-    assert report.top_by_degree == [] and report.top_by_pagerank == []
-    assert nx.read_graphml(report.graphml_path).number_of_nodes() == 0
+DAY_1 = dt.date(2001, 10, 1)
 
 
 def test_dangling_links_name_the_missing_end() -> None:
-    entities = [_entity_row("a@x.com", "m1", DAY_1, ALICE, "Alice", "person", "sender")]
+    entities = [entity_row("a@x.com", "m1", DAY_1, ALICE, "Alice", "person", "sender")]
     links = [
-        _link_row("a@x.com", "m1", DAY_1, ALICE, BOB, "sent_to"),
-        _link_row("a@x.com", "m2", DAY_1, ALICE, ALICE + "x", "sent_to"),
+        link_row("a@x.com", "m1", DAY_1, ALICE, BOB, "sent_to"),
+        link_row("a@x.com", "m2", DAY_1, ALICE, ALICE + "x", "sent_to"),
     ]
     found = dangling_links(links, entities)
     assert [(link["message_id"], link["missing_end"]) for link in found] == [
