@@ -150,6 +150,23 @@ def test_an_email_in_two_mailboxes_counts_once_and_kinds_keep_their_direction(st
     assert nodes[CAROL]["message_count"] == 1
 
 
+def test_copies_with_their_own_message_ids_count_once_by_content_within_a_day(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The shared corpus's export gave each mailbox's copy its own Message-ID: the content says they are one."""
+    store = MailStore(database_url=database_url)
+    copy_a, copy_b = alice_to_bob(A, "a1"), alice_to_bob(B, "b1")
+    copy_b["message"]["internet_message_id"] = "<another-id-for-the-same-mail@enron.com>"
+    copy_b["message"]["received_at"] += dt.timedelta(minutes=3)
+    later = alice_to_bob(A, "a9")  # the same text again a week later: another e-mail
+    later["message"]["internet_message_id"] = None
+    later["message"]["received_at"] += dt.timedelta(days=7)
+    store_messages(store, [copy_a, copy_b, later])
+    report = build_entity_graph(store, options(tmp_path))
+    assert edges_by_key(store)[(ALICE, BOB, "sent_to")]["weight"] == 2  # a1 and a9; b1 is a1's copy
+    assert report.copies_removed == 4
+
+
 def test_any_edge_leads_to_its_emails_with_one_join(store: MailStore, tmp_path: Path) -> None:
     build_entity_graph(store, options(tmp_path))
     query = text(
@@ -412,6 +429,8 @@ def test_merge_share_outside_the_band_warns(store: MailStore, tmp_path: Path) ->
     assert check_outcomes(store, (), mentions=100, merged=0)["name_merge_share_in_band"] is False  # merges nothing
     assert check_outcomes(store, (), mentions=100, merged=100)["name_merge_share_in_band"] is False  # everything
     assert check_outcomes(store, (), mentions=0, merged=0)["name_merge_share_in_band"] is True  # nothing to merge
+    assert check_outcomes(store, (), mentions=5, merged=0)["name_merge_share_in_band"] is True  # too few to judge
+    assert check_outcomes(store, (), mentions=50, merged=0)["name_merge_share_in_band"] is False
 
 
 def test_an_empty_graph_over_stored_links_fails(store: MailStore, tmp_path: Path) -> None:

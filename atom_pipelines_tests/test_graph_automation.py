@@ -348,12 +348,6 @@ def test_the_graphs_own_materialization_is_no_reason_to_rebuild_it(ticks: Ticks)
     assert ticks.requested(46) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graph_refresh_condition resets 'links updated' on entity_graph's materialization (since_last_handled "
-    "counts newly_updated as handled), so links that landed while the graph was building are dropped: the "
-    "graph stays stale until the next links change. Remove this marker once assets/entity_graph.py is fixed.",
-)
 def test_links_that_land_while_the_graph_builds_are_rebuilt_after_the_next_tick(ticks: Ticks) -> None:
     """The graph run reads entity_links once; a partition that lands after that (a delta sync, the daily
     schedule, a history chunk) is not in the graph it writes, so a later build must follow."""

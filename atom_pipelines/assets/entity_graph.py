@@ -67,7 +67,11 @@ def graph_refresh_condition(minutes: int) -> AutomationCondition:
     cron = "0 * * * *" if minutes == 60 else f"*/{minutes} * * * *"
     return (
         AutomationCondition.cron_tick_passed(cron).since_last_handled()
-        & AutomationCondition.any_deps_updated().since_last_handled()
+        # Since the last request, not the last materialization: links landing while the graph builds are
+        # newer than what that build read, and its materialization must not clear them.
+        & AutomationCondition.any_deps_updated().since(
+            AutomationCondition.newly_requested() | AutomationCondition.initial_evaluation()
+        )
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()
     ).with_label(f"entity_links changed, at most every {minutes} min, no links run in progress")

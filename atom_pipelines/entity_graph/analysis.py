@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import pandas as pd
+from scipy import sparse
+from scipy.sparse import csgraph
 from sqlalchemy import func, select
 
 from atom_pipelines.entity_graph import exports
@@ -49,6 +52,9 @@ BETWEENNESS_SEED = 42
 #: (about 1 s each at 100,000 nodes and 500,000 edges on this machine).
 EXACT_BETWEENNESS_MAX_NODES = 5_000
 BETWEENNESS_SAMPLES = 8
+#: Copies of one e-mail with the same content arrive seconds apart (Sent Items and each Inbox); a day covers
+#: delayed delivery and time-zone slips of exports without merging a daily report sent again tomorrow.
+COPY_WINDOW = pd.Timedelta(hours=24)
 #: Edge kinds without a direction (stored once, smaller key first).
 UNDIRECTED_KINDS = frozenset({"co_mention"})
 
@@ -141,62 +147,82 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
     previous = store.latest_graph_build()
     changed = _changed_edges(store, edges) if previous else len(edges)
     mode, reason = _mode(previous, changed, len(edges), options, now)
-    nodes["degree"] = nodes["entity_key"].map(dict(undirected.degree())).astype("int64")
-    nodes["weighted_degree"] = nodes["entity_key"].map(dict(undirected.degree(weight="weight"))).astype(float)
     stored = _stored_metrics(store) if mode == "incremental" else None
-    nodes["pagerank"] = nodes["entity_key"].map(_pagerank(directed))
-    watch.lap("pagerank")
-    if stored is None:
-        nodes["community"] = nodes["entity_key"].map(_communities(undirected))
-        watch.lap("communities")
-        nodes["betweenness"] = nodes["entity_key"].map(_betweenness(undirected))
-        watch.lap("betweenness")
-        communities_at = now
-    else:
-        nodes["community"] = nodes["entity_key"].map(_carried_communities(undirected, stored))
-        nodes["betweenness"] = nodes["entity_key"].map(stored["betweenness"])
-        communities_at = previous["communities_at"]
-    nodes["betweenness"] = nodes["betweenness"].astype(object).where(nodes["betweenness"].notna(), None)
-    summaries = _community_summaries(nodes)
-    watch.lap("metrics")
-
     name_mentions = sum(1 for d in resolution.decisions if d.mailbox)
     names_merged = sum(1 for d in resolution.decisions if d.mailbox and d.decision == MERGED)
-    build = {
-        "built_at": now,
-        "mode": mode,
-        "reason": reason,
-        "communities_at": communities_at,
-        "links": len(links),
-        "copies_removed": counts["copies_removed"],
-        "nodes": len(nodes),
-        "edges": len(edges),
-        "changed_edges": changed,
-        "name_mentions": name_mentions,
-        "names_merged": names_merged,
-        "seconds": 0.0,
-    }
-    store.write_graph(
-        {
-            schema.identity_decisions: pd.DataFrame(
-                [d.__dict__ for d in resolution.decisions], columns=_columns(schema.identity_decisions)
-            ),
-            schema.graph_nodes: _table_frame(nodes, schema.graph_nodes),
-            schema.graph_edges: _table_frame(edges, schema.graph_edges),
-            schema.graph_edge_messages: _table_frame(edge_messages, schema.graph_edge_messages),
-            schema.graph_communities: pd.DataFrame(
-                [s.__dict__ for s in summaries], columns=_columns(schema.graph_communities)
-            ),
-        },
-        {**build, "seconds": round(sum(watch.seconds.values()), 3)},
-    )
-    watch.lap("write_tables")
 
-    graph = _export_graph(nodes, edges)
-    written = exports.write_exports(graph, options.export_dir)
-    watch.lap("exports")
-    picture = exports.draw_picture(graph, options.export_dir / "entity_graph.png")
-    watch.lap("picture")
+    # The tables are written on a second thread while this one computes the metrics and the exports: COPY
+    # waits on the database server, which indexes the rows on the other core. The writer takes the node and
+    # community tables when they are ready and commits last, so the whole graph lands in one transaction;
+    # a failure here fails the futures it waits on, and the transaction rolls back.
+    nodes_ready: Future[pd.DataFrame] = Future()
+    communities_ready: Future[pd.DataFrame] = Future()
+    build_ready: Future[dict[str, Any]] = Future()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-tables") as writer:
+        written = writer.submit(
+            store.write_graph,
+            {
+                schema.identity_decisions: pd.DataFrame(
+                    [d.__dict__ for d in resolution.decisions], columns=_columns(schema.identity_decisions)
+                ),
+                schema.graph_edges: _table_frame(edges, schema.graph_edges),
+                schema.graph_edge_messages: _table_frame(edge_messages, schema.graph_edge_messages),
+                schema.graph_nodes: nodes_ready,
+                schema.graph_communities: communities_ready,
+            },
+            build_ready,
+        )
+        try:
+            nodes["degree"] = nodes["entity_key"].map(dict(undirected.degree())).astype("int64")
+            nodes["weighted_degree"] = nodes["entity_key"].map(dict(undirected.degree(weight="weight"))).astype(float)
+            nodes["pagerank"] = nodes["entity_key"].map(_pagerank(directed))
+            watch.lap("pagerank")
+            if stored is None:
+                nodes["community"] = nodes["entity_key"].map(_communities(undirected))
+                watch.lap("communities")
+                nodes["betweenness"] = nodes["entity_key"].map(_betweenness(undirected))
+                watch.lap("betweenness")
+                communities_at = now
+            else:
+                nodes["community"] = nodes["entity_key"].map(_carried_communities(undirected, stored))
+                nodes["betweenness"] = nodes["entity_key"].map(stored["betweenness"])
+                communities_at = previous["communities_at"]
+            nodes["betweenness"] = nodes["betweenness"].astype(object).where(nodes["betweenness"].notna(), None)
+            summaries = _community_summaries(nodes)
+            nodes_ready.set_result(_table_frame(nodes, schema.graph_nodes))
+            communities_ready.set_result(
+                pd.DataFrame([c.__dict__ for c in summaries], columns=_columns(schema.graph_communities))
+            )
+            watch.lap("metrics")
+
+            graph = _export_graph(nodes, edges)
+            exported = exports.write_exports(graph, options.export_dir)
+            watch.lap("exports")
+            picture = exports.draw_picture(graph, options.export_dir / "entity_graph.png")
+            watch.lap("picture")
+        except BaseException as exc:
+            for future in (nodes_ready, communities_ready, build_ready):
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        build_ready.set_result(
+            {
+                "built_at": now,
+                "mode": mode,
+                "reason": reason,
+                "communities_at": communities_at,
+                "links": len(links),
+                "copies_removed": counts["copies_removed"],
+                "nodes": len(nodes),
+                "edges": len(edges),
+                "changed_edges": changed,
+                "name_mentions": name_mentions,
+                "names_merged": names_merged,
+                "seconds": round(sum(watch.seconds.values()), 3),
+            }
+        )
+        written.result()
+    watch.lap("write_tables")  # what the writer still needed after the exports: the rest ran beside them
 
     components = list(nx.connected_components(undirected))
     people = nodes[nodes["entity_type"] == "person"]
@@ -219,7 +245,7 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
         communities=summaries[:TOP_N],
         top_people=_ranking(people),
         top_by_pagerank=_ranking(nodes),
-        exports=written,
+        exports=exported,
         picture=picture,
         seconds=watch.seconds,
         built_at=now,
@@ -230,7 +256,7 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
 
 
 def _read_inputs(store: MailStore) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    links, ents, messages = schema.entity_links, schema.entities, schema.messages
+    links, ents = schema.entity_links, schema.entities
     link_frame = store.frame(
         select(links.c.mailbox, links.c.message_id, links.c.source_key, links.c.target_key, links.c.kind, links.c.day)
     )
@@ -239,38 +265,61 @@ def _read_inputs(store: MailStore) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
             ents.c.mailbox, ents.c.message_id, ents.c.entity_key, ents.c.name, ents.c.entity_type, ents.c.roles
         ).add_columns(ents.c.day)
     )
-    message_frame = store.frame(
-        select(messages.c.mailbox, messages.c.message_id, messages.c.internet_message_id, messages.c.content_hash)
-    )
-    return link_frame, entity_frame, _message_keys(message_frame)
+    return link_frame, entity_frame, email_keys(store.email_identities())
 
 
-def _message_keys(messages: pd.DataFrame) -> pd.DataFrame:
-    """(mailbox, message_id) -> the key of the e-mail itself: its Message-ID, else its content hash.
+def email_keys(messages: pd.DataFrame) -> pd.DataFrame:
+    """(mailbox, message_id) -> the key of the e-mail itself, the same for each mailbox's copy of it.
 
-    The Message-ID is the same in the sender's Sent Items and every recipient's Inbox; Graph gives each copy
-    its own ``id``. The content hash covers a message whose Message-ID the export lost.
+    Graph gives each copy its own ``id``. Two copies are one e-mail when they share a Message-ID (Exchange
+    keeps it in the sender's Sent Items and every recipient's Inbox) or, for exports that gave each copy its
+    own Message-ID (the shared corpus does), when they share a content fingerprint (sender, To, Cc, subject,
+    new text) and were received within ``COPY_WINDOW`` of each other. Copies are the connected components of
+    both relations (scipy), so a chain of either kind is one e-mail. The key is the smallest Message-ID of
+    the component, else its fingerprint, so it does not depend on which mailboxes were synced first.
     """
-    internet_id = messages["internet_message_id"].fillna("").str.strip().str.strip("<>").str.strip()
-    key = np.where(internet_id != "", "mid:" + internet_id, "sha256:" + messages["content_hash"].fillna(""))
-    return pd.DataFrame({"mailbox": messages["mailbox"], "message_id": messages["message_id"], "message_key": key})
+    if messages.empty:
+        return pd.DataFrame(columns=["mailbox", "message_id", "message_key"])
+    rows = messages.sort_values(["fingerprint", "received_at", "mailbox", "message_id"]).reset_index(drop=True)
+    # The same fingerprint within the window of the previous copy: the same e-mail.
+    gap = rows["received_at"].diff() > COPY_WINDOW
+    new_fingerprint = rows["fingerprint"] != rows["fingerprint"].shift()
+    content_group = (gap | new_fingerprint).cumsum().to_numpy()
+    internet_id = rows["internet_message_id"].fillna("").str.strip().str.strip("<>").str.strip().to_numpy()
+    index = np.arange(len(rows))
+    first_of_content = pd.Series(index).groupby(content_group).transform("min").to_numpy()
+    with_id = internet_id != ""
+    first_of_id = pd.Series(index[with_id]).groupby(internet_id[with_id]).transform("min").to_numpy()
+    pairs_from = np.concatenate([index, index[with_id]])
+    pairs_to = np.concatenate([first_of_content, first_of_id])
+    same_email = sparse.coo_matrix((np.ones(len(pairs_from)), (pairs_from, pairs_to)), shape=(len(rows), len(rows)))
+    _count, component = csgraph.connected_components(same_email, directed=False)
+    # The smallest Message-ID of each component, else its smallest fingerprint: minima of sorted codes (integer
+    # group-bys; a min over strings per group would be a Python call per e-mail).
+    id_codes, id_values = pd.factorize(pd.Series(np.where(with_id, internet_id, None)), sort=True)
+    none = len(id_values)
+    smallest_id = pd.Series(np.where(id_codes < 0, none, id_codes)).groupby(component).transform("min").to_numpy()
+    fp_codes, fp_values = pd.factorize(rows["fingerprint"], sort=True)
+    smallest_fp = pd.Series(fp_codes).groupby(component).transform("min").to_numpy()
+    id_keys = np.asarray(["mid:" + str(v) for v in id_values] + [""], dtype=object)
+    fp_keys = np.asarray(["fp:" + str(v) for v in fp_values], dtype=object)
+    key = pd.Series(np.where(smallest_id < none, id_keys[smallest_id], fp_keys[smallest_fp]))
+    return pd.DataFrame({"mailbox": rows["mailbox"], "message_id": rows["message_id"], "message_key": key.to_numpy()})
 
 
 # -- resolving and counting -----------------------------------------------------------------------------------
 
 
 def _canonical_keys(frame: pd.DataFrame, key_column: str, resolution: Resolution) -> pd.Series:
-    """Each row's entity key as resolution has it, computed once per distinct (mailbox, key)."""
-    pairs = frame[["mailbox", key_column]].drop_duplicates()
-    person = pairs[key_column].str.startswith("person")
-    canonical = pairs[key_column].copy()
-    canonical[person] = [
-        resolution.resolve(m, k) for m, k in zip(pairs["mailbox"][person], pairs[key_column][person], strict=True)
+    """Each row's entity key as resolution has it. Only body names and aliases change: those rows (a few in a
+    hundred) are looked up, the rest keep their key without a Python call each."""
+    keys = frame[key_column]
+    changes = keys.str.startswith("person-name:") | keys.isin(list(resolution.aliases))
+    canonical = keys.copy()
+    canonical[changes] = [
+        resolution.resolve(m, k) for m, k in zip(frame["mailbox"][changes], keys[changes], strict=True)
     ]
-    lookup = pd.Series(canonical.to_numpy(), index=pd.MultiIndex.from_frame(pairs))
-    return pd.Series(
-        lookup.reindex(pd.MultiIndex.from_frame(frame[["mailbox", key_column]])).to_numpy(), index=frame.index
-    )
+    return canonical
 
 
 def _with_message_keys(frame: pd.DataFrame, message_keys: pd.DataFrame) -> pd.DataFrame:
@@ -342,8 +391,7 @@ def _nodes(entities: pd.DataFrame, resolution: Resolution) -> pd.DataFrame:
     nodes["entity_type"] = nodes["node"].map(types.set_index("node")["entity_type"])
     names = entities.groupby(["node", "name"]).size().reset_index(name="n")
     names = names.sort_values(["node", "n", "name"], ascending=[True, False, True])
-    names_by_node = names.groupby("node", sort=False)["name"].agg(list)
-    nodes["names"] = nodes["node"].map(names_by_node)
+    nodes["names"] = nodes["node"].map(_lists_by_group(names["node"], names["name"]))
     labels = []
     for key, node_names in zip(nodes["node"], nodes["names"], strict=True):
         # A person's label is the name most often seen with their address; a body name is not a display name.
@@ -352,12 +400,19 @@ def _nodes(entities: pd.DataFrame, resolution: Resolution) -> pd.DataFrame:
     nodes["label"] = labels
     addresses = entities.loc[entities["entity_key"].str.startswith("person:"), ["node", "entity_key"]]
     addresses = addresses.drop_duplicates().sort_values(["node", "entity_key"])
-    by_node = addresses.groupby("node", sort=False)["entity_key"].agg(
-        lambda ks: [k.removeprefix("person:") for k in ks]
-    )
-    nodes["addresses"] = nodes["node"].map(by_node)
-    nodes["addresses"] = [a if isinstance(a, list) else [] for a in nodes["addresses"]]
+    by_node = _lists_by_group(addresses["node"], addresses["entity_key"].str.removeprefix("person:"))
+    nodes["addresses"] = [by_node.get(key, []) for key in nodes["node"]]
     return nodes.rename(columns={"node": "entity_key"})
+
+
+def _lists_by_group(groups: pd.Series, values: pd.Series) -> dict[Any, list[Any]]:
+    """group -> its values in order, for rows already sorted by group (numpy splits, not a Python call per
+    group: a graph has a hundred thousand nodes)."""
+    if groups.empty:
+        return {}
+    group_array, value_array = groups.to_numpy(), values.to_numpy()
+    starts = np.flatnonzero(np.r_[True, group_array[1:] != group_array[:-1]])
+    return dict(zip(group_array[starts], (part.tolist() for part in np.split(value_array, starts[1:])), strict=True))
 
 
 # -- networks and metrics -------------------------------------------------------------------------------------

@@ -12,10 +12,12 @@ The schema is checked once per database and process on the first use of ``MailSt
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 import pandas as pd
@@ -24,7 +26,8 @@ from dagster import ConfigurableResource
 from psycopg import sql
 from psycopg.types.json import Json
 from pydantic import Field
-from sqlalchemy import JSON, Connection, Date, Engine, Integer, Select, Table, and_, delete, func, or_, select
+from sqlalchemy import JSON, Connection, Date, Engine, Integer, Select, Table, Text, and_, delete, func, or_, select
+from sqlalchemy import cast as sa_cast
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
@@ -263,17 +266,60 @@ class MailStore(ConfigurableResource):
                 frame[column.name] = frame[column.name].astype(object).where(frame[column.name].notna(), None)
         return frame
 
-    def write_graph(self, frames: Mapping[Table, pd.DataFrame], build: Mapping[str, Any]) -> None:
+    def write_graph(
+        self,
+        frames: Mapping[Table, pd.DataFrame | Future[pd.DataFrame]],
+        build: Mapping[str, Any] | Future[dict[str, Any]],
+    ) -> None:
         """Replace the graph tables with one build's rows and note the build, in one transaction: a reader
-        sees the previous graph or this one, never a mix. Each frame holds its table's columns."""
+        sees the previous graph or this one, never a mix. Each frame holds its table's columns; a frame or the
+        build row may be a Future, waited for when its turn comes (the build computes them meanwhile)."""
         with self.engine.begin() as conn:
-            for table, frame in frames.items():
-                conn.execute(delete(table))
-                if conn.dialect.name == "postgresql":
+            postgres = conn.dialect.name == "postgresql"
+            if postgres:
+                # TRUNCATE rather than DELETE: no dead copy of a million rows left behind every build. It locks
+                # the tables until commit, so a reader waits for the new graph instead of reading the old.
+                names = sql.SQL(", ").join(sql.Identifier(table.name) for table in frames)
+                with conn.connection.driver_connection.cursor() as cursor:
+                    cursor.execute(sql.SQL("TRUNCATE {}").format(names))
+            for table, pending in frames.items():
+                frame = pending.result() if isinstance(pending, Future) else pending
+                if postgres:
                     _copy_frame(conn, table, frame)
                 else:
+                    conn.execute(delete(table))
                     _bulk_insert(conn, table, _frame_records(frame, table))
-            conn.execute(schema.graph_builds.insert().values(**build))
+            row = build.result() if isinstance(build, Future) else build
+            conn.execute(schema.graph_builds.insert().values(**row))
+
+    def email_identities(self) -> pd.DataFrame:
+        """Per stored message: mailbox, message_id, internet_message_id, received_at and ``fingerprint``, a
+        hash of what every copy of one e-mail shares whichever mailbox holds it (sender, To, Cc, subject,
+        new text), hashed in the database on PostgreSQL so that bodies never travel."""
+        table = schema.messages
+        parts = [
+            table.c.sender_address,
+            table.c.to_recipients,
+            table.c.cc_recipients,
+            table.c.subject,
+            table.c.new_text,
+        ]
+        columns = [table.c.mailbox, table.c.message_id, table.c.internet_message_id, table.c.received_at]
+        if self.dialect == "postgresql":
+            joined = func.concat_ws("\x1f", *(func.coalesce(sa_cast(p, Text), "") for p in parts))
+            query = select(*columns, func.md5(joined).label("fingerprint"))
+            frame = self.frame(query)
+        else:
+            frame = self.frame(select(*columns, *parts))
+            frame["fingerprint"] = [
+                hashlib.md5(
+                    "\x1f".join(_fingerprint_text(v) for v in values).encode(), usedforsecurity=False
+                ).hexdigest()
+                for values in frame[[p.name for p in parts]].itertuples(index=False, name=None)
+            ]
+            frame = frame.drop(columns=[p.name for p in parts])
+        frame["received_at"] = pd.to_datetime(frame["received_at"], utc=True)
+        return frame
 
     def latest_graph_build(self) -> dict[str, Any] | None:
         builds = schema.graph_builds
@@ -327,6 +373,12 @@ def _copy_into(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]
         raise DBAPIError.instance(
             statement.as_string(driver_connection), None, exc, psycopg.Error, dialect=conn.dialect
         ) from exc
+
+
+def _fingerprint_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else str(value)
 
 
 def _frame_records(frame: pd.DataFrame, table: Table) -> Iterator[dict[str, Any]]:
