@@ -72,6 +72,9 @@ def test_definitions_import_with_the_contract_names() -> None:
         "graph_delta_sync": ["mail_to_links"],
         "analyst_alerts": [],
     }
+    # The graph's automation sensor evaluates exactly entity_graph's condition.
+    freshness_sensor = defs.resolve_sensor_def("entity_graph_freshness")
+    assert freshness_sensor.asset_selection.resolve(graph) == {AssetKey("entity_graph")}
     # Schedules: the daily sync at the configured UTC time, the freshness check every hour, the key status
     # an hour before the sync.
     settings = load_settings()
@@ -109,6 +112,10 @@ def test_definitions_import_with_the_contract_names() -> None:
         "links_point_at_entities",
         "llm_keys_accepted",
         "mailboxes_fresh",
+        "graph_edges_have_provenance",
+        "one_address_per_person",
+        "name_merge_share_in_band",
+        "graph_not_empty",
     }
 
 

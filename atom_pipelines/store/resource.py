@@ -146,34 +146,6 @@ class MailStore(ConfigurableResource):
         with self.engine.connect() as conn:
             return {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in conn.execute(query)}
 
-    def aggregated_links(self) -> Iterator[tuple[str, str, str, float, int]]:
-        """All links summed per (source, target, kind): (source, target, kind, weight, messages)."""
-        links = schema.entity_links
-        query = select(
-            links.c.source_key,
-            links.c.target_key,
-            links.c.kind,
-            func.sum(links.c.weight),
-            func.count(),
-        ).group_by(links.c.source_key, links.c.target_key, links.c.kind)
-        with self.engine.connect() as conn:
-            for row in conn.execution_options(stream_results=True, yield_per=50_000).execute(query):
-                yield row[0], row[1], row[2], float(row[3]), int(row[4])
-
-    def entity_labels(self) -> dict[str, tuple[str, str]]:
-        """entity_key -> (most common name, type), for labelling graph nodes."""
-        ents = schema.entities
-        query = (
-            select(ents.c.entity_key, ents.c.name, ents.c.entity_type, func.count().label("n"))
-            .group_by(ents.c.entity_key, ents.c.name, ents.c.entity_type)
-            .order_by(ents.c.entity_key, func.count().desc(), ents.c.name)
-        )
-        labels: dict[str, tuple[str, str]] = {}
-        with self.engine.connect() as conn:
-            for key, name, entity_type, _count in conn.execute(query):
-                labels.setdefault(key, (name, entity_type))
-        return labels
-
     def message_counts(self, windows: Sequence[MailboxWindow]) -> dict[tuple[str, dt.date], int]:
         """(mailbox, day) -> stored messages, for the completeness check (days without rows are absent)."""
         if not windows:
