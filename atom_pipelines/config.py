@@ -298,6 +298,11 @@ class Settings(BaseSettings):
         accepts="a comma-separated list of name=address",
         description="undo a name merge: a body name reducing to this name is never merged into this address",
     )
+    graph_auto_refresh: Boolean = _setting(
+        True,
+        accepts="a boolean: true/false, 1/0, yes/no, on/off",
+        description="the entity_graph_freshness sensor starts running (false: stopped until turned on in the UI)",
+    )
     graph_refresh_minutes: WholeNumber = _setting(
         15,
         accepts=f"a number of minutes, one of {', '.join(map(str, GRAPH_REFRESH_MINUTES))}",

@@ -229,7 +229,9 @@ def graph_delta_sync(
 entity_graph_freshness = AutomationConditionSensorDefinition(
     "entity_graph_freshness",
     target=AssetSelection.assets(entity_graph),
-    default_status=DefaultSensorStatus.RUNNING,
+    default_status=DefaultSensorStatus.RUNNING
+    if config.load_settings().graph_auto_refresh
+    else DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=30,
     description="Launches entity_graph when entity_links changed: at most once per ATOM_GRAPH_REFRESH_MINUTES, "
     "never while a run or backfill of entity_links is in progress.",

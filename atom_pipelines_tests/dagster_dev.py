@@ -189,6 +189,9 @@ def deployment_env(tmp_path: Path, postgres_database_url: str, records: list[dic
         "ATOM_LLM_CHAIN": "heuristic",  # no network: without a key the default chain is this anyway
         # Registering the mailbox would otherwise launch its whole history sync; tests launch what they need.
         "ATOM_HISTORY_SYNC_ON_REGISTER": "false",
+        # The graph's own automation would launch entity_graph runs whenever a cron tick falls inside a test:
+        # tests that count runs or compare the whole store would see them. test_graph_automation turns it on.
+        "ATOM_GRAPH_AUTO_REFRESH": "false",
         "PYTHONUNBUFFERED": "1",
         **settings,
     }

@@ -23,6 +23,9 @@ own run of entity_graph, whose checks pass and whose graph_edges lead to that da
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,6 +218,15 @@ def test_the_production_graph_carries_the_condition_and_the_sensor_evaluates_onl
     assert entity_graph_freshness.asset_selection.resolve(graph) == {GRAPH}
     assert entity_graph_freshness.default_status == DefaultSensorStatus.RUNNING
     assert entity_graph_freshness.minimum_interval_seconds == 30
+
+
+def test_the_sensor_starts_stopped_when_auto_refresh_is_off() -> None:
+    """ATOM_GRAPH_AUTO_REFRESH=false: the sensor is defined (and can be turned on in the UI) but not running."""
+    code = "from atom_pipelines.sensors import entity_graph_freshness as s; print(s.default_status.value)"
+    env = {**os.environ, "ATOM_GRAPH_AUTO_REFRESH": "false"}
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == DefaultSensorStatus.STOPPED.value
 
 
 def test_nothing_is_requested_when_nothing_changed(ticks: Ticks) -> None:
@@ -481,7 +493,13 @@ def test_the_daemon_rebuilds_the_graph_after_a_links_partition_lands(
     def phase(what: str) -> None:  # where the time goes, shown with -s or on failure
         print(f"{time.monotonic() - started:6.1f}s {what}")
 
-    env = deployment_env(tmp_path, postgres_database_url, corpus_records({MAILBOX}), ATOM_GRAPH_REFRESH_MINUTES="1")
+    env = deployment_env(
+        tmp_path,
+        postgres_database_url,
+        corpus_records({MAILBOX}),
+        ATOM_GRAPH_REFRESH_MINUTES="1",
+        ATOM_GRAPH_AUTO_REFRESH="true",
+    )
     with dagster_dev(env, tmp_path) as server:
         wait_for_location(server)
         phase(f"code location {LOCATION} loaded")

@@ -227,7 +227,7 @@ BOOLEAN_VARIABLES = [name for name, field in VARIABLES.items() if Settings.model
 
 
 def test_the_boolean_variables_are_the_documented_ones() -> None:
-    assert BOOLEAN_VARIABLES == ["ATOM_HISTORY_SYNC_ON_REGISTER", "ATOM_ALERT_SMTP_STARTTLS"]
+    assert BOOLEAN_VARIABLES == ["ATOM_HISTORY_SYNC_ON_REGISTER", "ATOM_GRAPH_AUTO_REFRESH", "ATOM_ALERT_SMTP_STARTTLS"]
 
 
 @pytest.mark.parametrize("name", BOOLEAN_VARIABLES)
