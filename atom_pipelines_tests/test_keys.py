@@ -76,3 +76,13 @@ def test_organization_and_value_keys_name_their_type() -> None:
     assert keys.value_key("date", "2001-10-15") == "date:2001-10-15"
     # The type is part of the key: the same text as two kinds of value is two entities.
     assert keys.value_key("phone", "+17135551234") != keys.value_key("url", "+17135551234")
+
+
+@pytest.mark.parametrize("address", ["someone@pdq.net", "someone@starpower.net", "someone@insync.net"])
+def test_consumer_isp_addresses_have_no_organization(address: str) -> None:
+    """An ISP's customers are not its staff: no organization node, no works_at link (keys.ISP_DOMAINS)."""
+    assert keys.organization_domain(address) is None
+
+
+def test_a_company_domain_still_has_its_organization() -> None:
+    assert keys.organization_domain("someone@swbell.com") == "swbell.com"  # Southwestern Bell, the company
