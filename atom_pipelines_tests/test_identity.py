@@ -223,6 +223,31 @@ def test_two_correspondents_with_the_name_are_ambiguous_and_both_are_named() -> 
     assert resolution.resolve(MAILBOX, "person-name:vince") == "person-name:vince"
 
 
+def test_a_name_that_may_be_another_correspondents_nickname_is_ambiguous() -> None:
+    """ "Steve" names Steve Hotte exactly, but in a mailbox where Steven Harris writes too it may be his."""
+    hotte, harris = "person:steve.hotte@enron.com", "person:steven.harris@enron.com"
+    both = [
+        person_row("harris-s", "m1", "steven.harris@enron.com", "Steven Harris", "sender"),
+        person_row("harris-s", "m1", "steve.hotte@enron.com", "Steve Hotte", "to"),
+        name_row("harris-s", "m2", "Steve", "signature"),
+    ]
+    decision = only_name_decision(resolve_identities(both))
+    assert (decision.decision, decision.rule) == (REFUSED, "ambiguous")
+    assert harris in decision.detail and hotte in decision.detail
+    # Without Steven Harris, Steve Hotte is the one correspondent named Steve.
+    alone = [row for row in both if "harris@" not in row["entity_key"]]
+    assert resolve_identities(alone).resolve("harris-s", "person-name:steve") == hotte
+
+
+def test_a_nickname_never_merges_by_itself() -> None:
+    rows = [
+        person_row(MAILBOX, "m1", "robert.smith@enron.com", "Robert Smith", "sender"),
+        name_row(MAILBOX, "m2", "Bob"),
+    ]
+    decision = only_name_decision(resolve_identities(rows))
+    assert (decision.decision, decision.rule) == (REFUSED, "no_correspondent")
+
+
 def test_only_header_participants_of_the_same_mailbox_are_candidates() -> None:
     rows = [
         # Vince is a correspondent of another mailbox only ...

@@ -29,6 +29,9 @@ THE rule, in the order it is applied:
    greeting or sign-off ("Vince,", "Thanks, Vince") is how people write a first name. Exactly one matching
    candidate merges the mention into that person in that mailbox; none is refused ``no_correspondent``, two
    or more ``ambiguous`` (the candidates in the detail), a name that reduces to nothing ``unusable_name``.
+   One match is still ``ambiguous`` when another correspondent's given name is a nickname or full form of
+   the mention's (the ``nicknames`` dataset, one step: "Steve" where both Steve Hotte and Steven Harris
+   write); nicknames only ever refuse, they never merge "Bob" into a Robert by themselves.
 5. **A reviewer can undo a merge.** ``never_merge`` pairs (name, address): a merge of a mention whose reduced
    name equals the pair's reduced name into ``person:<address>`` (after aliases) is refused ``never_merge``,
    in every mailbox. It only turns merges into refusals: an ambiguous mention stays ambiguous.
@@ -46,6 +49,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from nicknames import NickNamer
 
 from atom_pipelines.extraction import keys
 from atom_pipelines.extraction.outcomes import Role
@@ -253,6 +258,17 @@ class _Matcher:
                         self._by_full_name[name].add(person)
         self._answers: dict[tuple[str, str], tuple[str, str | None, str, str]] = {}
 
+    def _variant_rivals(self, given: str, family: str | None, mailbox: str) -> set[str]:
+        """Correspondents whose given name is a nickname or full form of ``given`` (one step in the
+        ``nicknames`` dataset: steve -> steven, stephen; steven -> steve, stevie), with the same family name
+        when there is one. Only ever a reason to refuse: a nickname never merges by itself."""
+        variants = _name_variants(given)
+        if family is None:
+            found = set().union(*(self._by_given_name.get(v, set()) for v in variants))
+        else:
+            found = set().union(*(self._by_full_name.get((v, family), set()) for v in variants))
+        return found & self._correspondents.get(mailbox, set())
+
     def decide(self, mailbox: str, mention_key: str) -> tuple[str, str | None, str, str]:
         answer = self._answers.get((mailbox, mention_key))
         if answer is None:
@@ -279,9 +295,28 @@ class _Matcher:
             detail = f"{len(candidates)} correspondents of {mailbox} have {wanted}: " + ", ".join(sorted(candidates))
             return REFUSED, None, "ambiguous", detail
         (person,) = candidates
+        rivals = self._variant_rivals(given, family, mailbox) - {person}
+        if rivals:
+            # "Steve" in Steven Harris's own mailbox, where Steve Hotte also writes: the name names one of
+            # them exactly, but may be the other's nickname, so it is not unambiguous evidence.
+            detail = f"{person} has {wanted}, but it is also a nickname or full form of the given name of " + ", ".join(
+                sorted(rivals)
+            )
+            return REFUSED, None, "ambiguous", detail
         if (reduced, person) in self._refused_merges:
             return REFUSED, None, "never_merge", f"a reviewer refused {wanted} as {person}"
         return MERGED, person, rule, f"the one correspondent of {mailbox} with {wanted}"
+
+
+@functools.cache
+def _nicknamer() -> NickNamer:
+    return NickNamer()  # reads the package's hand-curated names.csv once
+
+
+@functools.lru_cache(maxsize=65_536)
+def _name_variants(given: str) -> frozenset[str]:
+    namer = _nicknamer()
+    return frozenset(namer.nicknames_of(given) | namer.canonicals_of(given)) - {given}
 
 
 def _alias_chains(aliases: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
