@@ -151,10 +151,10 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
     name_mentions = sum(1 for d in resolution.decisions if d.mailbox)
     names_merged = sum(1 for d in resolution.decisions if d.mailbox and d.decision == MERGED)
 
-    # The tables are written on a second thread while this one computes the metrics and the exports: COPY
-    # waits on the database server, which indexes the rows on the other core. The writer takes the node and
-    # community tables when they are ready and commits last, so the whole graph lands in one transaction;
-    # a failure here fails the futures it waits on, and the transaction rolls back.
+    # The tables are written on a second thread while this one computes the metrics: COPY waits on the
+    # database server, which indexes the rows on the other core. The writer takes the node and community
+    # tables when they are ready and commits last, so the whole graph lands in one transaction; a failure
+    # here fails the futures it waits on, and the transaction rolls back.
     nodes_ready: Future[pd.DataFrame] = Future()
     communities_ready: Future[pd.DataFrame] = Future()
     build_ready: Future[dict[str, Any]] = Future()
@@ -194,35 +194,36 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
                 pd.DataFrame([c.__dict__ for c in summaries], columns=_columns(schema.graph_communities))
             )
             watch.lap("metrics")
-
-            graph = _export_graph(nodes, edges)
-            exported = exports.write_exports(graph, options.export_dir)
-            watch.lap("exports")
-            picture = exports.draw_picture(graph, options.export_dir / "entity_graph.png")
-            watch.lap("picture")
+            build_ready.set_result(
+                {
+                    "built_at": now,
+                    "mode": mode,
+                    "reason": reason,
+                    "communities_at": communities_at,
+                    "links": len(links),
+                    "copies_removed": counts["copies_removed"],
+                    "nodes": len(nodes),
+                    "edges": len(edges),
+                    "changed_edges": changed,
+                    "name_mentions": name_mentions,
+                    "names_merged": names_merged,
+                    "seconds": round(sum(watch.seconds.values()), 3),  # up to the tables, not the exports
+                }
+            )
         except BaseException as exc:
             for future in (nodes_ready, communities_ready, build_ready):
                 if not future.done():
                     future.set_exception(exc)
             raise
-        build_ready.set_result(
-            {
-                "built_at": now,
-                "mode": mode,
-                "reason": reason,
-                "communities_at": communities_at,
-                "links": len(links),
-                "copies_removed": counts["copies_removed"],
-                "nodes": len(nodes),
-                "edges": len(edges),
-                "changed_edges": changed,
-                "name_mentions": name_mentions,
-                "names_merged": names_merged,
-                "seconds": round(sum(watch.seconds.values()), 3),
-            }
-        )
         written.result()
-    watch.lap("write_tables")  # what the writer still needed after the exports: the rest ran beside them
+    watch.lap("write_tables")  # what the writer still needed after the metrics: the rest ran beside them
+
+    # The files follow the committed tables, so they never show a graph the store does not hold.
+    graph = _export_graph(nodes, edges)
+    exported = exports.write_exports(graph, options.export_dir)
+    watch.lap("exports")
+    picture = exports.draw_picture(graph, options.export_dir / "entity_graph.png")
+    watch.lap("picture")
 
     components = list(nx.connected_components(undirected))
     people = nodes[nodes["entity_type"] == "person"]
