@@ -103,10 +103,6 @@ class GraphReport:
     seconds: dict[str, float]
     built_at: dt.datetime
 
-    @property
-    def merge_share(self) -> float | None:
-        return self.names_merged / self.name_mentions if self.name_mentions else None
-
 
 class _Stopwatch:
     def __init__(self) -> None:
@@ -571,7 +567,11 @@ def _columns(table: Any) -> list[str]:
 
 def _table_frame(frame: pd.DataFrame, table: Any) -> pd.DataFrame:
     """The frame with the table's columns, days as ``datetime.date`` (what both stores' writers take)."""
-    out = frame[_columns(table)].copy()
+    return _dated(frame, _columns(table))
+
+
+def _dated(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    out = frame[list(columns)].copy()
     for column in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[column]):
             out[column] = out[column].dt.date
@@ -580,10 +580,7 @@ def _table_frame(frame: pd.DataFrame, table: Any) -> pd.DataFrame:
 
 def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
     """The frame's rows as plain values (dates as dates, NaN as None), these columns only."""
-    out = frame[list(columns)].copy()
-    for column in columns:
-        if pd.api.types.is_datetime64_any_dtype(out[column]):
-            out[column] = out[column].dt.date
+    out = _dated(frame, columns)
     return out.astype(object).where(out.notna(), None).to_dict("records")
 
 
