@@ -18,7 +18,7 @@ import functools
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -225,17 +225,26 @@ class Settings(BaseSettings):
 
     # -- partitions and runs -------------------------------------------------------------------------------
     start_date: IsoDay = _setting(
-        DEFAULT_START_DATE, accepts="a day as YYYY-MM-DD", description="first day of the date partition dimension"
+        DEFAULT_START_DATE,
+        accepts="a day as YYYY-MM-DD",
+        description="first day synced: a mailbox's catch-up (history) sync starts here",
     )
     end_date: IsoDay | None = _setting(
         accepts="a day as YYYY-MM-DD after ATOM_START_DATE",
-        description="exclusive last day of the date dimension, for a finished export; unset: up to today",
+        description="exclusive last day synced, for a finished export; unset: up to yesterday (UTC)",
     )
-    max_partitions_per_run: WholeNumber = _setting(
-        31,
+    mailboxes_per_run: WholeNumber = _setting(
+        5,
         ge=1,
         accepts="an integer >= 1",
-        description="mailbox-days per backfill run (BackfillPolicy.multi_run) and per history sync run",
+        description="mailboxes per run of a backfill (BackfillPolicy.multi_run) and of the history syncs "
+        "register_mailboxes launches",
+    )
+    daily_mailboxes_per_run: WholeNumber = _setting(
+        100,
+        ge=1,
+        accepts="an integer >= 1",
+        description="mailboxes per run of mail_to_links_daily (10,000 mailboxes: 100 runs a day)",
     )
     history_sync_on_register: Boolean = _setting(
         True,
@@ -284,6 +293,26 @@ class Settings(BaseSettings):
         accepts="a share, a number 0-1",
         description="above this share of model-listed entities that the message does not support, a "
         "partition's WARN check turns yellow",
+    )
+
+    # -- where steps execute -------------------------------------------------------------------------------
+    executor: Literal["multiprocess", "in_process", "celery", "k8s"] = _setting(
+        "multiprocess",
+        accepts="one of multiprocess, in_process, celery, k8s",
+        description="where a run's steps execute: subprocesses of the run worker, the run worker itself, "
+        "Celery workers (dagster-celery), or one Kubernetes Job per step (dagster-k8s)",
+    )
+    celery_broker_url: str = _setting(
+        "amqp://guest:guest@127.0.0.1:5672//",
+        sensitive=True,
+        accepts="a Celery broker URL, e.g. amqp://user:password@host:5672//",
+        description="the broker the celery executor sends steps through and the workers read (RabbitMQ)",
+    )
+    celery_backend_url: str = _setting(
+        "rpc://",
+        sensitive=True,
+        accepts="a Celery result backend URL: rpc:// (results over the broker) or redis://host:6379/0",
+        description="where Celery workers put each step's task result for the run worker that waits on it",
     )
 
     # -- the entity graph ----------------------------------------------------------------------------------
@@ -674,13 +703,24 @@ class SettingsError(ValueError):
         return cls(list(problems.values()))
 
 
+#: Variables an earlier release read, with what replaced them. Set, they fail the load: ignoring a tuning
+#: variable a deployment still sets would change its runs without a word.
+RETIRED_VARIABLES = {
+    "ATOM_MAX_PARTITIONS_PER_RUN": "runs are per mailbox since the mailbox partition scheme: set "
+    "ATOM_MAILBOXES_PER_RUN (backfills, history syncs) or ATOM_DAILY_MAILBOXES_PER_RUN (the daily sync)",
+}
+
+
 def _environment_key() -> tuple[tuple[str, str], ...]:
-    """What the settings depend on: the variables the model reads, secrets only as set or not."""
+    """What the settings depend on: the variables the model reads (secrets only as set or not) and any
+    retired one."""
     names, secrets = Settings.variables(), Settings.secret_variables()
     key = []
     for name, value in os.environ.items():
         upper = name.upper()
-        if upper in names:
+        if upper in RETIRED_VARIABLES and value:
+            key.append((upper, value))
+        elif upper in names:
             key.append((name, ("set" if value else "") if upper in secrets else value))
     return tuple(sorted(key))
 
@@ -696,7 +736,10 @@ def load_settings() -> Settings:
 
 
 @functools.lru_cache(maxsize=32)
-def _load(_environment: tuple[tuple[str, str], ...]) -> Settings:
+def _load(environment: tuple[tuple[str, str], ...]) -> Settings:
+    retired = [f"{name} is retired: {RETIRED_VARIABLES[name]}" for name, _ in environment if name in RETIRED_VARIABLES]
+    if retired:
+        raise SettingsError(retired)
     try:
         return Settings()
     except ValidationError as exc:

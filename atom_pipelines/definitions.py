@@ -8,6 +8,7 @@ from atom_pipelines.alerts import analyst_alerts
 from atom_pipelines.assets import email_entities, entity_graph, entity_links, llm_key_status, outlook_messages
 from atom_pipelines.checks.freshness import mailboxes_fresh
 from atom_pipelines.config import load_settings
+from atom_pipelines.deployment.executors import build_executor
 from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job, mailbox_freshness_job
 from atom_pipelines.resources import build_resources
 from atom_pipelines.schedules import llm_key_status_daily, mail_to_links_daily, mailbox_freshness_hourly
@@ -29,4 +30,5 @@ defs = Definitions(
     schedules=[mail_to_links_daily, mailbox_freshness_hourly, llm_key_status_daily],
     sensors=[register_mailboxes, graph_delta_sync, entity_graph_freshness, analyst_alerts],
     resources=build_resources(settings),
+    executor=build_executor(settings),
 )

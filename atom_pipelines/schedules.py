@@ -1,57 +1,85 @@
-"""Schedules: the daily sync of every mailbox, the freshness check that says when it fell behind, and the
+"""Schedules: the daily catch-up of every mailbox, the freshness check that says when it fell behind, and the
 daily key status that says, before the sync, whether each mailbox's key and models still work.
 
 All default to RUNNING: a deployment syncs and watches itself without anyone toggling anything, which is
-what analysts expect. On the local one-command start (sample export of 2000-2002) the daily sync then asks
-for yesterday's empty day of the sample mailbox, a run with nothing to fetch and no LLM call, and the
-freshness check turns red, truthfully: that mailbox's mail stops in 2002. The daemon starts a schedule
+what analysts expect. On the local one-command start (sample export of 2000-2002) the daily sync then
+syncs the sample mailbox's empty recent days, with nothing to fetch and no LLM call. The daemon starts a schedule
 from its next tick; it never replays the ticks before it first saw it. Whoever toggles a schedule in the UI
 overrides the default from then on (the state is kept in the instance).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
 
 from dagster import (
     DefaultScheduleStatus,
+    RunRequest,
     ScheduleDefinition,
-    build_schedule_from_partitioned_job,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
 )
 
 from atom_pipelines import config
 from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job, mailbox_freshness_job
-
-if TYPE_CHECKING:
-    # Not exported by dagster: what build_schedule_from_partitioned_job returns for an asset job.
-    from dagster._core.definitions.partitions.partitioned_schedule import (
-        UnresolvedPartitionedAssetScheduleDefinition,
-    )
+from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day, mailbox_run_tags, mailbox_runs
 
 #: The freshness check runs every hour at this minute: within an hour of the day rolling over or of a
-#: repair (a backfill) landing, the signal is current; each run only reads the instance.
+#: repair (a backfill) landing, the signal is current; each run only reads the instance and the store.
 FRESHNESS_MINUTE = 30
 
+#: Tag of a daily sync run: the day it was launched for (the newest day it syncs).
+DAILY_SYNC_TAG = "atom/daily_sync"
 
-def build_daily_sync_schedule(
-    hour_of_day: int, minute_of_hour: int
-) -> UnresolvedPartitionedAssetScheduleDefinition | ScheduleDefinition:
-    """Every day at ``hour_of_day:minute_of_hour`` UTC, one ``mail_to_links`` run per registered mailbox for
-    the previous UTC day (the newest complete ``date`` partition), keyed by partition so a tick launches
-    each at most once. A day the schedule missed is not retried by the next tick: backfill it."""
-    return build_schedule_from_partitioned_job(
-        mail_to_links_job,
+
+def daily_sync_requests(
+    registered: list[str], scheduled_at: dt.datetime, per_run: int
+) -> list[RunRequest] | SkipReason:
+    """One catch-up run of ``mail_to_links`` per ``per_run`` registered mailboxes (a partition range each):
+    every day not yet done up to the newest complete one, so yesterday and any day a tick missed or a run
+    failed. The run key names the day and the range, so a tick launches each at most once."""
+    day = latest_complete_day(scheduled_at)
+    if day is None:
+        return SkipReason("no complete day exists yet since ATOM_START_DATE")
+    if not registered:
+        return SkipReason("no mailbox is registered yet")
+    return [
+        RunRequest(
+            run_key=f"daily:{day.isoformat()}:{chunk[0]}..{chunk[-1]}:{len(chunk)}",
+            job_name=mail_to_links_job.name,
+            tags={DAILY_SYNC_TAG: day.isoformat(), **mailbox_run_tags(chunk)},
+        )
+        for chunk in mailbox_runs(registered, registered, per_run)
+    ]
+
+
+def build_daily_sync_schedule(hour_of_day: int, minute_of_hour: int, per_run: int) -> ScheduleDefinition:
+    """Every day at ``hour_of_day:minute_of_hour`` UTC, the catch-up of every registered mailbox, in runs of
+    ``per_run`` mailboxes (ATOM_DAILY_MAILBOXES_PER_RUN): 10,000 mailboxes are 100 runs, not 10,000."""
+
+    @schedule(
         name="mail_to_links_daily",
-        hour_of_day=hour_of_day,
-        minute_of_hour=minute_of_hour,
+        job=mail_to_links_job,
+        cron_schedule=f"{minute_of_hour} {hour_of_day} * * *",
+        execution_timezone="UTC",
         default_status=DefaultScheduleStatus.RUNNING,
-        description=f"Syncs the previous UTC day of every registered mailbox at {hour_of_day:02d}:{minute_of_hour:02d} "
-        "UTC (ATOM_DAILY_SYNC_HOUR / ATOM_DAILY_SYNC_MINUTE), late enough for the day's mail to have arrived.",
+        description=f"Syncs every registered mailbox up to the previous UTC day at {hour_of_day:02d}:"
+        f"{minute_of_hour:02d} UTC (ATOM_DAILY_SYNC_HOUR / ATOM_DAILY_SYNC_MINUTE), late enough for the day's "
+        f"mail to have arrived, in runs of {per_run} mailboxes (ATOM_DAILY_MAILBOXES_PER_RUN); each run also "
+        "picks up any earlier day not done yet.",
     )
+    def mail_to_links_daily(context: ScheduleEvaluationContext) -> list[RunRequest] | SkipReason:
+        registered = list(context.instance.get_dynamic_partitions(MAILBOX_DIMENSION))
+        return daily_sync_requests(registered, context.scheduled_execution_time, per_run)
+
+    return mail_to_links_daily
 
 
 _settings = config.load_settings()
-mail_to_links_daily = build_daily_sync_schedule(_settings.daily_sync_hour, _settings.daily_sync_minute)
+mail_to_links_daily = build_daily_sync_schedule(
+    _settings.daily_sync_hour, _settings.daily_sync_minute, _settings.daily_mailboxes_per_run
+)
 
 mailbox_freshness_hourly = ScheduleDefinition(
     name="mailbox_freshness_hourly",

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 from dagster import (
     AssetSelection,
@@ -25,9 +26,21 @@ from atom_pipelines.extraction.key_status import KeyStatus, key_status
 from atom_pipelines.jobs import llm_key_status_job, mail_to_links_job
 from atom_pipelines.mail.delta import note_changed_days
 from atom_pipelines.mail.source import MailSource
-from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day, mailbox_partitions, partition_key
+from atom_pipelines.partitions import (
+    MAILBOX_DIMENSION,
+    latest_complete_day,
+    mailbox_partitions,
+    mailbox_run_tags,
+    mailbox_runs,
+)
 from atom_pipelines.store.resource import MailStore
-from atom_pipelines.tags import DELTA_SYNC_TAG, HISTORY_SYNC_TAG, MAILBOX_TAG, RANGE_END_TAG, RANGE_START_TAG
+from atom_pipelines.tags import (
+    DELTA_SYNC_TAG,
+    FIRST_DAY_TAG,
+    HISTORY_SYNC_TAG,
+    LAST_DAY_TAG,
+    MAILBOX_TAG,
+)
 
 #: The register_mailboxes sensor's cursor: the mailboxes whose history sync waits for a usable key.
 _WAITING_FOR_KEY = "history_waiting_for_key"
@@ -35,31 +48,29 @@ _WAITING_FOR_KEY = "history_waiting_for_key"
 KEY_STATUS_GATE_TAG = "atom/key_status_gate"
 
 
-def history_sync_requests(mailbox: str, first: dt.date, last: dt.date, chunk_days: int) -> list[RunRequest]:
-    """The runs of one mailbox's historical sync: ``[first, last]`` in chunks of ``chunk_days`` days, each a
-    partition range of ``mail_to_links`` (what a UI backfill with ``BackfillPolicy.multi_run`` launches).
+def history_sync_requests(registered: Sequence[str], mailboxes: Iterable[str], per_run: int) -> list[RunRequest]:
+    """The runs of these mailboxes' history syncs: catch-up runs of ``mail_to_links`` (no day tags, so each
+    syncs every day from ATOM_START_DATE to the latest complete one), of at most ``per_run`` mailboxes that
+    are consecutive in registration order (one partition or one partition range each), as a UI backfill
+    with ``BackfillPolicy.multi_run`` would batch them.
 
-    Each run key names the mailbox and its days, so a later tick never launches the same chunk twice; a
-    failed chunk is re-executed from failure in the UI like any run.
+    Each run key names its first and last mailbox, so a later tick never launches the same run twice; a
+    failed run is re-executed from failure in the UI like any run, and redoes only the days not done.
     """
     requests = []
-    start = first
-    while start <= last:
-        end = min(start + dt.timedelta(days=chunk_days - 1), last)
+    for chunk in mailbox_runs(registered, mailboxes, per_run):
+        names = ",".join(chunk)
         tags = {
-            MAILBOX_TAG: mailbox,
-            HISTORY_SYNC_TAG: mailbox,
-            RANGE_START_TAG: partition_key(mailbox, start),
-            RANGE_END_TAG: partition_key(mailbox, end),
+            HISTORY_SYNC_TAG: names if len(names) <= 255 else f"{chunk[0]}..{chunk[-1]} ({len(chunk)} mailboxes)",
+            **mailbox_run_tags(chunk),
         }
         requests.append(
             RunRequest(
-                run_key=f"history:{mailbox}:{start.isoformat()}:{end.isoformat()}",
+                run_key=f"history:{chunk[0]}..{chunk[-1]}:{len(chunk)}",
                 job_name=mail_to_links_job.name,
                 tags=tags,
             )
         )
-        start = end + dt.timedelta(days=1)
     return requests
 
 
@@ -106,10 +117,10 @@ def register_mailboxes(
 ) -> SensorResult | SkipReason:
     """A sensor rather than a job: it runs in the daemon on its own, so a mailbox that appears in the
     export (or in ATOM_GRAPH_MAILBOXES) shows up in the UI's partitions without anyone launching anything,
-    and its history, from ATOM_START_DATE (or its oldest message, if later) to yesterday (an export: to its
-    last message), is synced by runs of ATOM_MAX_PARTITIONS_PER_RUN days each. Runs rather than a backfill
-    object: a sensor launches backfills only through a private Dagster API; the runs carry the tags
-    atom/history_sync and atom/mailbox, so the Runs page filters one mailbox's history sync.
+    and its history, every day from ATOM_START_DATE to the latest complete one, is synced by catch-up runs
+    of up to ATOM_MAILBOXES_PER_RUN new mailboxes each. Runs rather than a backfill object: a sensor
+    launches backfills only through a private Dagster API; the runs carry the tag atom/history_sync (and a
+    one-mailbox run atom/mailbox), so the Runs page filters the history syncs.
 
     **The key first** (issue 10, item 8). Before it requests a mailbox's history it evaluates the mailbox's
     key status (``extraction.key_status``, the same answer ``llm_key_status`` gives: key variable set,
@@ -123,38 +134,30 @@ def register_mailboxes(
 
     The held-back mailboxes are kept in the sensor's cursor and asked about again every tick (one models
     listing per key variable); on the first tick that finds the key usable, the history is launched, with
-    the same deterministic run keys (``history:<mailbox>:<first>:<last>``), so it is launched exactly once.
+    deterministic run keys (``history:<first mailbox>..<last mailbox>:<count>``), so it is launched exactly once.
     Without ATOM_HISTORY_SYNC_ON_REGISTER nothing is launched, so the key is not asked here (the daily
     ``llm_key_status_daily`` still is).
     """
-    known = set(context.instance.get_dynamic_partitions(MAILBOX_DIMENSION))
+    registered = list(context.instance.get_dynamic_partitions(MAILBOX_DIMENSION))
+    known = set(registered)
     new = sorted(set(mail_source.list_mailboxes()) - known)
     waiting = [mailbox for mailbox in _waiting_for_key(context.cursor) if mailbox in known]
     if not new and not waiting:
         return SkipReason(f"all {len(known)} mailboxes of the source are registered")
     if new:
-        context.log.info(f"registering {len(new)} mailbox(es): {', '.join(new)}")
+        context.log.info(f"registering {len(new)} mailbox(es): {_named(new)}")
     settings = config.load_settings()
-    histories: dict[str, list[RunRequest]] = {}
+    to_sync: list[str] = []
     if settings.history_sync_on_register:
-        newest_allowed = latest_complete_day(dt.datetime.now(dt.timezone.utc))
-        for mailbox in sorted({*new, *waiting}):
-            if newest_allowed is None:
-                context.log.info(f"{mailbox}: no complete day exists yet; its history sync waits for one")
-                continue
-            span = mail_source.history_span(mailbox, settings.start_date)
-            first, last = span if span else (None, None)
-            last = min(last or newest_allowed, newest_allowed)
-            if first is None or first > last:
-                context.log.info(f"{mailbox}: no complete day with mail since {settings.start_date}")
-                continue
-            histories[mailbox] = history_sync_requests(mailbox, first, last, settings.max_partitions_per_run)
-            context.log.info(f"{mailbox}: history sync {first}..{last} in {len(histories[mailbox])} run(s)")
-    run_requests: list[RunRequest] = []
+        if latest_complete_day(dt.datetime.now(dt.timezone.utc)) is None:
+            context.log.info(f"no complete day exists yet; the history sync of {_named(new + waiting)} waits for one")
+        else:
+            to_sync = sorted({*new, *waiting})
+    usable: list[str] = []
     held_back: list[KeyStatus] = []
-    for status in key_status(extractor, histories) if histories else []:
+    for status in key_status(extractor, to_sync) if to_sync else []:
         if status.usable:
-            run_requests.extend(histories[status.mailbox])
+            usable.append(status.mailbox)
             continue
         held_back.append(status)
         context.log.warning(
@@ -162,6 +165,10 @@ def register_mailboxes(
             f"{status.reason}); llm_key_status is run so that analyst_alerts alerts it, and the history is "
             "launched on the first tick that finds the key usable"
         )
+    # The new mailboxes are registered in this order, after the known ones: the order partition ranges follow.
+    run_requests = history_sync_requests(registered + new, usable, settings.mailboxes_per_run)
+    if usable:
+        context.log.info(f"history sync of {_named(usable)} in {len(run_requests)} run(s)")
     if held_back:
         run_requests.append(key_status_gate_request(held_back))
     return SensorResult(
@@ -169,6 +176,12 @@ def register_mailboxes(
         dynamic_partitions_requests=[mailbox_partitions.build_add_request(new)] if new else [],
         cursor=json.dumps({_WAITING_FOR_KEY: sorted(s.mailbox for s in held_back)}),
     )
+
+
+def _named(mailboxes: Sequence[str], shown: int = 20) -> str:
+    """Mailboxes for a log line: every one up to ``shown``, then how many more (10,000 do not fit a line)."""
+    more = f" and {len(mailboxes) - shown} more" if len(mailboxes) > shown else ""
+    return ", ".join(mailboxes[:shown]) + more
 
 
 @sensor(
@@ -181,12 +194,13 @@ def register_mailboxes(
 def graph_delta_sync(
     context: SensorEvaluationContext, mail_source: MailSource, store: MailStore
 ) -> SensorResult | SkipReason:
-    """Created, changed and removed messages re-materialize exactly their (mailbox, day) partitions: the
-    re-run lists the day again, so a removed message disappears with its entities and links.
+    """Created, changed and removed messages re-materialize exactly their mailbox-days (a run of the
+    mailbox's partition with that day as its day tags): the re-run lists the day again, so a removed
+    message disappears with its entities and links.
 
     Changed days are noted in the store (``graph_pending_days``) and requested every tick until a listing
     of the day has been stored; the run key (mailbox, day, when noted) keeps Dagster from launching the
-    same request twice. Days not yet complete (today) wait in the table for their partition to exist.
+    same request twice. Days not yet complete (today) wait in the table until they are.
     """
     if not mail_source.follows_delta:
         return SkipReason("the mail source is not Microsoft Graph: no delta to follow")
@@ -210,15 +224,20 @@ def graph_delta_sync(
         requests.append(
             RunRequest(
                 run_key=f"delta:{mailbox}:{day.isoformat()}:{noted.isoformat()}",
-                partition_key=partition_key(mailbox, day),
-                tags={MAILBOX_TAG: mailbox, DELTA_SYNC_TAG: pending["reason"][:200]},
+                partition_key=mailbox,
+                tags={
+                    MAILBOX_TAG: mailbox,
+                    FIRST_DAY_TAG: day.isoformat(),
+                    LAST_DAY_TAG: day.isoformat(),
+                    DELTA_SYNC_TAG: pending["reason"][:200],
+                },
             )
         )
     for mailbox, days in waiting.items():
-        context.log.info(f"{mailbox}: changed days without a partition yet ({', '.join(days)}) wait for it")
+        context.log.info(f"{mailbox}: changed days not complete yet ({', '.join(days)}) wait for their end")
     if not requests:
         return SkipReason(f"no changed complete day pending in {len(mailboxes)} mailbox(es)")
-    context.log.info(f"requesting {len(requests)} partition(s) changed in Graph")
+    context.log.info(f"requesting {len(requests)} mailbox-day(s) changed in Graph")
     return SensorResult(run_requests=requests)
 
 

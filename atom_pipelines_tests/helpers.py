@@ -13,8 +13,9 @@ from atom_pipelines.assets import PARTITIONED_CHAIN, entity_graph
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.providers import MessageText, Participant
 from atom_pipelines.mail.source import ExportMailSource
-from atom_pipelines.partitions import MAILBOX_DIMENSION, partition_key
+from atom_pipelines.partitions import MAILBOX_DIMENSION
 from atom_pipelines.store.resource import MailStore
+from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG
 
 ALL_ASSETS = [*PARTITIONED_CHAIN, entity_graph]
 
@@ -50,7 +51,7 @@ def materialize_days(
     assets: list | None = None,
     raise_on_error: bool = True,
 ) -> ExecuteInProcessResult:
-    """Materialize one mailbox's days [first_day, last_day] in one run, as a multi_run backfill chunk does."""
+    """Materialize one mailbox's days [first_day, last_day] in one run, as a date-range re-sync does."""
     first = dt.date.fromisoformat(str(first_day))
     last = dt.date.fromisoformat(str(last_day or first_day))
     if mailbox not in instance.get_dynamic_partitions(MAILBOX_DIMENSION):
@@ -65,16 +66,9 @@ def materialize_days(
 
 
 def partition_selection(mailbox: str, first: dt.date, last: dt.date) -> dict[str, Any]:
-    """The ``materialize`` arguments that select one mailbox's days [first, last] as one run: the partition
-    key of a single day, or the partition range tags a multi_run backfill chunk carries."""
-    if first == last:
-        return {"partition_key": partition_key(mailbox, first)}
-    return {
-        "tags": {
-            "dagster/asset_partition_range_start": partition_key(mailbox, first),
-            "dagster/asset_partition_range_end": partition_key(mailbox, last),
-        }
-    }
+    """The ``materialize`` arguments that select one mailbox's days [first, last] as one run: the mailbox's
+    partition and the day tags a date-range re-sync sets."""
+    return {"partition_key": mailbox, "tags": {FIRST_DAY_TAG: first.isoformat(), LAST_DAY_TAG: last.isoformat()}}
 
 
 def check_results(result: ExecuteInProcessResult) -> dict[str, bool]:

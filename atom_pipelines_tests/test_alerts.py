@@ -48,7 +48,7 @@ from atom_pipelines.alerts import (
 from atom_pipelines.alerts.model import describe_failure, failing_partition
 from atom_pipelines.config import load_settings
 from atom_pipelines.extraction.extractor import EntityExtractor
-from atom_pipelines.partitions import partition_key
+from atom_pipelines.partitions import mailbox_day_key
 from atom_pipelines.resources import build_alert_channels
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import PARTITIONED_CHAIN, check_results, materialize_days, resources
@@ -298,7 +298,7 @@ def test_a_run_that_will_be_retried_is_alerted_on_its_final_attempt_only(
             PARTITIONED_CHAIN,
             instance=instance,
             resources=resources(bad_export, sqlite_database_url),
-            partition_key=partition_key(MAILBOX, dt.date.fromisoformat(DAY)),
+            partition_key=mailbox_day_key(MAILBOX, dt.date.fromisoformat(DAY)),
             tags={
                 "dagster/parent_run_id": first_attempt,
                 "dagster/root_run_id": first_attempt,

@@ -23,7 +23,7 @@ from atom_pipelines.extraction.outcomes import Outcome
 from atom_pipelines.extraction.prompt import prompt_for
 from atom_pipelines.extraction.providers import MessageText
 from atom_pipelines.extraction.tokens import prompt_tokens
-from atom_pipelines.partitions import partition_key
+from atom_pipelines.partitions import mailbox_day_key
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import TURBINE_MESSAGE, check_metadata, check_results, materialize_days, resources
@@ -181,7 +181,7 @@ def test_a_per_partition_budget_stops_the_partition_that_would_exceed_it_and_nam
     with pytest.raises(BudgetExceeded) as stopped:
         tight.extract_all(messages)
     assert str(stopped.value).startswith(
-        f"token budget per partition ({budget:,}) would be exceeded in {partition_key(MESSAGE.mailbox, DAY)}: "
+        f"token budget per partition ({budget:,}) would be exceeded in {mailbox_day_key(MESSAGE.mailbox, DAY)}: "
     )
     # The other day's call and two of DAY's were made; DAY's third was not.
     assert server.requests == 3

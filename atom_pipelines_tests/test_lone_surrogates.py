@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from atom_pipelines.mail.models import GraphMessage, printable, utc_day
 from atom_pipelines.mail.source import ExportMailSource, MailSource, SourcedMessage, parse_export_line
 from atom_pipelines.mail.sync import SyncReport, sync_messages
-from atom_pipelines.partitions import MailboxWindow, partition_key
+from atom_pipelines.partitions import MailboxWindow, mailbox_day_key
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore
 from atom_pipelines_tests.conftest import corpus_records, write_export
@@ -47,7 +47,7 @@ from atom_pipelines_tests.test_graph_sync import graph_source
 
 MAILBOX = "kevin.hyatt@enron.com"
 DAY = dt.date(2001, 11, 27)  # five messages in the corpus
-KEY = partition_key(MAILBOX, DAY)
+KEY = mailbox_day_key(MAILBOX, DAY)
 WINDOW = MailboxWindow(MAILBOX, (DAY,))
 CUT_ID = "cut-message"
 LONE = "\udce9"  # the low half of a pair, alone: what json.loads makes of "\udce9"

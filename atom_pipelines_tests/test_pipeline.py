@@ -20,7 +20,7 @@ from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
 from atom_pipelines.mail.models import utc_day
-from atom_pipelines.partitions import partition_key
+from atom_pipelines.partitions import mailbox_day_key
 from atom_pipelines.provider_chain import ProviderSpec
 from atom_pipelines.store import schema
 from atom_pipelines_tests.conftest import corpus_records, write_export
@@ -197,11 +197,11 @@ def test_a_broken_extractor_turns_the_check_red_and_stops_the_links(
     assert not result.success
     assert check_results(result)["extraction_succeeded"] is False
     failures = check_metadata(result, "extraction_succeeded")["failures"]
-    assert list(failures) == [partition_key(MAILBOX, day)]
+    assert list(failures) == [mailbox_day_key(MAILBOX, day)]
     assert expected_reason in json.dumps(failures)
     if provider == "exploding":
         # The failing messages are named, each with the reason of every attempt.
-        named = failures[partition_key(MAILBOX, day)]["failed_messages"]
+        named = failures[mailbox_day_key(MAILBOX, day)]["failed_messages"]
         assert set(named) == {r[1] for r in table_rows(database_url, schema.messages)}
         outcomes = table_rows(database_url, schema.extraction_outcomes)
         assert {r[6] for r in outcomes} == {Outcome.ERROR.value}
@@ -227,7 +227,7 @@ def test_bad_export_records_never_vanish(
 
     assert not result.success
     assert check_results(result)["no_quarantined_records"] is False
-    named = check_metadata(result, "no_quarantined_records")["failures"][partition_key(MAILBOX, day)]
+    named = check_metadata(result, "no_quarantined_records")["failures"][mailbox_day_key(MAILBOX, day)]
     origins = [entry.split(":")[0] + ":" + entry.split(":")[1] for entry in named]
     # Line 2: bad JSON (day unknown), 3: no id, 4: naive date (day unknown), 5: no mailbox, 6: duplicate id.
     assert origins == ["bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5", "bad.jsonl:6"]

@@ -71,13 +71,16 @@ CACHE_0001 = sa.Table(
     ),
 )
 TABLES_HEAD = dict(schema.metadata.tables)
-#: Tables later revisions created: a 0001 release never wrote them (0003: model_quiet_counts; 0004: the graph).
-ADDED_AFTER_0001 = frozenset({"model_quiet_counts", *(t.name for t in schema.GRAPH_TABLES), schema.graph_builds.name})
+#: Tables later revisions created: a 0001 release never wrote them (0003: model_quiet_counts; 0004: the graph;
+#: 0005: mailbox_days).
+ADDED_AFTER_0001 = frozenset(
+    {"model_quiet_counts", *(t.name for t in schema.GRAPH_TABLES), schema.graph_builds.name, schema.mailbox_days.name}
+)
 TABLES_0001 = {
     **{name: t for name, t in TABLES_HEAD.items() if name not in ADDED_AFTER_0001},
     "extraction_cache": CACHE_0001,
 }
-HEAD = "0004"
+HEAD = "0005"
 
 
 # -- helpers ------------------------------------------------------------------------------------------

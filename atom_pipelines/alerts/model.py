@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atom_pipelines.partitions import split_partition_key
+from atom_pipelines.partitions import split_mailbox_day_key
 
 #: Characters of an error message or a receiver's answer quoted in an alert or an exception.
 QUOTE_CHARS = 300
@@ -93,7 +93,7 @@ def describe_failure(value: Any) -> str:
 
 
 def failing_partition(key: str, value: Any) -> FailingPartition:
-    mailbox, day = split_partition_key(key)
+    mailbox, day = split_mailbox_day_key(key)
     if mailbox is None and "@" in key:
         mailbox = key  # checks keyed by mailbox alone (llm_keys_accepted)
     return FailingPartition(

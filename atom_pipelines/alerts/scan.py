@@ -24,9 +24,10 @@ from atom_pipelines.alerts.model import (
     failing_partition,
     quote,
 )
-from atom_pipelines.partitions import split_partition_key
 from atom_pipelines.tags import (
     AUTO_RETRY_RUN_ID_TAG,
+    FIRST_DAY_TAG,
+    LAST_DAY_TAG,
     MAILBOX_TAG,
     PARENT_RUN_ID_TAG,
     PARTITION_TAG,
@@ -101,27 +102,25 @@ def _retry_chain(instance: DagsterInstance, run: DagsterRun) -> list[DagsterRun]
 
 
 def _run_scope(run: DagsterRun) -> tuple[frozenset[str], str]:
-    """The mailboxes of a run and its mailbox-days in words, from Dagster's partition tags."""
+    """The mailboxes of a run and its mailbox-days in words, from its partition and day tags."""
     tags = run.tags
     mailboxes: set[str] = set()
     scope = ""
     if tags.get(PARTITION_TAG):
-        mailbox, day = split_partition_key(tags[PARTITION_TAG])
-        mailboxes.update([mailbox] if mailbox else [])
-        scope = f"{mailbox} {day}" if mailbox else tags[PARTITION_TAG]
+        mailboxes.add(tags[PARTITION_TAG])
+        scope = tags[PARTITION_TAG]
     elif tags.get(RANGE_START_TAG) and tags.get(RANGE_END_TAG):
-        (first_box, first_day), (last_box, last_day) = (
-            split_partition_key(tags[RANGE_START_TAG]),
-            split_partition_key(tags[RANGE_END_TAG]),
-        )
-        mailboxes.update(box for box in (first_box, last_box) if box)
-        if first_box and first_box == last_box:
-            scope = f"{first_box} {first_day}..{last_day}"
-        else:
-            scope = f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}"
+        mailboxes.update((tags[RANGE_START_TAG], tags[RANGE_END_TAG]))
+        scope = f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}"
     if tags.get(MAILBOX_TAG):
         mailboxes.add(tags[MAILBOX_TAG])
         scope = scope or tags[MAILBOX_TAG]
+    if scope:
+        first, last = tags.get(FIRST_DAY_TAG), tags.get(LAST_DAY_TAG)
+        if first and last:
+            scope += f" {first}" if first == last else f" {first}..{last}"
+        else:
+            scope += " (catch-up)"
     return frozenset(m.lower() for m in mailboxes), scope
 
 

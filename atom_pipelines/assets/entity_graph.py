@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import Field
 
 from atom_pipelines.assets.extraction import email_entities
+from atom_pipelines.assets.mailbox_days import failure_recorded, progress_metadata, record_step, step_windows
 from atom_pipelines.assets.policy import GROUP, backfill_policy
 from atom_pipelines.checks.entity_graph import (
     ENTITY_GRAPH_CHECKS,
@@ -30,12 +31,12 @@ from atom_pipelines.checks.entity_graph import (
 from atom_pipelines.config import load_settings
 from atom_pipelines.entity_graph.analysis import GraphOptions, GraphReport, build_entity_graph, graph_check_facts
 from atom_pipelines.entity_graph.links import link_entities
-from atom_pipelines.partitions import mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.partitions import mailbox_partitions
 from atom_pipelines.store.resource import MailStore
 
 
 @asset(
-    partitions_def=mailbox_day_partitions,
+    partitions_def=mailbox_partitions,
     backfill_policy=backfill_policy,
     group_name=GROUP,
     kinds={"python", "sql"},
@@ -44,14 +45,18 @@ from atom_pipelines.store.resource import MailStore
 )
 def entity_links(context: AssetExecutionContext, store: MailStore) -> MaterializeResult:
     """Edges between the entities of each message: sent_to, cc_to, works_at, co_mention, rel:<relation>."""
-    windows = windows_from_partition_keys(context.partition_keys)
-    report = link_entities(store, windows)
+    windows = step_windows(context, store, "entity_links")
+    with failure_recorded(context, store, "entity_links", windows):
+        report = link_entities(store, windows)
+    checks = entity_links_check_results(report.dangling)
+    record_step(context, store, "entity_links", windows, rows=report.links_per_partition, failed=checks.failed_days)
     return MaterializeResult(
         metadata={
             "dagster/row_count": report.link_count,
             **{f"links_{kind}": n for kind, n in sorted(report.links_by_kind.items())},
+            **progress_metadata(store, "entity_links", context.partition_keys),
         },
-        check_results=entity_links_check_results(report.dangling),
+        check_results=checks.results,
     )
 
 

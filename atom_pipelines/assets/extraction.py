@@ -11,6 +11,7 @@ from dagster import (
 )
 
 from atom_pipelines.assets.mail import outlook_messages
+from atom_pipelines.assets.mailbox_days import failure_recorded, progress_metadata, record_step, step_windows
 from atom_pipelines.assets.policy import GROUP, backfill_policy
 from atom_pipelines.checks.extraction import (
     EMAIL_ENTITIES_CHECKS,
@@ -22,8 +23,10 @@ from atom_pipelines.checks.extraction import (
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.key_status import key_status
 from atom_pipelines.extraction.run import extract_entities
-from atom_pipelines.partitions import MAILBOX_DIMENSION, mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.partitions import MAILBOX_DIMENSION, mailbox_partitions
 from atom_pipelines.store.resource import MailStore
+
+ASSET = "email_entities"
 
 _KEY_STATUS_SCHEMA = TableSchema(
     columns=[
@@ -44,7 +47,7 @@ _KEY_STATUS_SCHEMA = TableSchema(
 
 
 @asset(
-    partitions_def=mailbox_day_partitions,
+    partitions_def=mailbox_partitions,
     backfill_policy=backfill_policy,
     group_name=GROUP,
     kinds={"python", "sql"},
@@ -55,9 +58,13 @@ _KEY_STATUS_SCHEMA = TableSchema(
 )
 def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, store: MailStore) -> MaterializeResult:
     """One row per entity mention, with the provider and model that produced it."""
-    windows = windows_from_partition_keys(context.partition_keys)
-    report = extract_entities(extractor, store, windows)
+    windows = step_windows(context, store, ASSET)
+    with failure_recorded(context, store, ASSET, windows):
+        report = extract_entities(extractor, store, windows)
     failures = extraction_failures(report)
+    checks = email_entities_check_results(report, failures)
+    entities_by_day = {key: partition.entities for key, partition in report.partitions.items()}
+    record_step(context, store, ASSET, windows, rows=entities_by_day, failed=checks.failed_days)
     if failures:
         context.log.error(f"extraction failed in {len(failures)} partition(s): {sorted(failures)[:10]}")
     total = report.message_count
@@ -90,8 +97,9 @@ def email_entities(context: AssetExecutionContext, extractor: EntityExtractor, s
             "share_by_provider": MetadataValue.json(
                 {p: round(n / total, 4) for p, n in report.messages_by_provider.items()} if total else {}
             ),
+            **progress_metadata(store, ASSET, context.partition_keys),
         },
-        check_results=email_entities_check_results(report, failures),
+        check_results=checks.results,
     )
 
 

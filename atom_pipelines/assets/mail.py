@@ -10,12 +10,15 @@ from dagster import (
     asset,
 )
 
+from atom_pipelines.assets.mailbox_days import failure_recorded, progress_metadata, record_step, step_windows
 from atom_pipelines.assets.policy import GROUP, backfill_policy
 from atom_pipelines.checks.mail import OUTLOOK_MESSAGES_CHECKS, outlook_messages_check_results
 from atom_pipelines.mail.source import MailSource
 from atom_pipelines.mail.sync import sync_messages
-from atom_pipelines.partitions import mailbox_day_partitions, windows_from_partition_keys
+from atom_pipelines.partitions import mailbox_partitions
 from atom_pipelines.store.resource import MailStore
+
+ASSET = "outlook_messages"
 
 _PREVIEW_SCHEMA = TableSchema(
     columns=[
@@ -28,7 +31,7 @@ _PREVIEW_SCHEMA = TableSchema(
 
 
 @asset(
-    partitions_def=mailbox_day_partitions,
+    partitions_def=mailbox_partitions,
     backfill_policy=backfill_policy,
     group_name=GROUP,
     kinds={"python", "sql"},
@@ -36,8 +39,11 @@ _PREVIEW_SCHEMA = TableSchema(
 )
 def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, store: MailStore) -> MaterializeResult:
     """The messages of each mailbox-day, with cleaned text split from quoted history and signatures."""
-    windows = windows_from_partition_keys(context.partition_keys)
-    report = sync_messages(mail_source, store, windows)
+    windows = step_windows(context, store, ASSET)
+    with failure_recorded(context, store, ASSET, windows):
+        report = sync_messages(mail_source, store, windows)
+    checks = outlook_messages_check_results(report)
+    record_step(context, store, ASSET, windows, rows=report.messages_per_partition, failed=checks.failed_days)
     removed = 1 - report.chars_extraction / report.chars_raw if report.chars_raw else 0.0
     preview = [
         TableRecord(
@@ -53,7 +59,7 @@ def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, st
     return MaterializeResult(
         metadata={
             "dagster/row_count": report.message_count,
-            "partitions": len(report.messages_per_partition),
+            "mailbox_days_covered": len(report.messages_per_partition),
             "chars_raw": report.chars_raw,
             "chars_for_extraction": report.chars_extraction,
             "share_of_text_removed": round(removed, 4),
@@ -66,6 +72,7 @@ def outlook_messages(context: AssetExecutionContext, mail_source: MailSource, st
             "text_repairs": MetadataValue.json(report.repaired_text),
             **{f"source_{name}": n for name, n in sorted(report.source_stats.items())},
             "preview": MetadataValue.table(preview, schema=_PREVIEW_SCHEMA),
+            **progress_metadata(store, ASSET, context.partition_keys),
         },
-        check_results=outlook_messages_check_results(report),
+        check_results=checks.results,
     )

@@ -7,8 +7,8 @@ from typing import Any
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
-from atom_pipelines.checks.results import NAMED_IN_CHECK, blocking_check, partition_check_result
-from atom_pipelines.partitions import partition_key
+from atom_pipelines.checks.results import NAMED_IN_CHECK, StepChecks, blocking_check
+from atom_pipelines.partitions import mailbox_day_key
 
 #: Below this many body-name mentions the merge share says nothing (a first day's "0 of 5" is not resolution
 #: that stopped merging), so the band is not applied and the check says why.
@@ -44,14 +44,14 @@ ENTITY_GRAPH_CHECKS = [
 ]
 
 
-def entity_links_check_results(dangling: list[dict[str, Any]]) -> list[AssetCheckResult]:
+def entity_links_check_results(dangling: list[dict[str, Any]]) -> StepChecks:
     by_partition: dict[str, list[str]] = {}
     for link in dangling:
-        by_partition.setdefault(partition_key(link["mailbox"], link["day"]), []).append(
+        by_partition.setdefault(mailbox_day_key(link["mailbox"], link["day"]), []).append(
             f"{link['message_id']}: {link['source_key']} -{link['kind']}-> {link['target_key']} "
             f"({link['missing_end']} missing)"
         )
-    return [partition_check_result("links_point_at_entities", by_partition, "links to missing entities")]
+    return StepChecks().add("links_point_at_entities", by_partition, "links to missing entities")
 
 
 def entity_graph_check_results(

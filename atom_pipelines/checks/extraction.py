@@ -12,7 +12,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
 from atom_pipelines import config
-from atom_pipelines.checks.results import blocking_check, partition_check_result
+from atom_pipelines.checks.results import StepChecks, blocking_check
 from atom_pipelines.extraction import quality
 from atom_pipelines.extraction.key_status import KeyStatus
 from atom_pipelines.extraction.run import ExtractionReport
@@ -152,41 +152,42 @@ def gone_quiet_partitions(report: ExtractionReport) -> dict[str, dict[str, str]]
     return found
 
 
-def email_entities_check_results(report: ExtractionReport, failures: dict[str, Any]) -> list[AssetCheckResult]:
+def email_entities_check_results(report: ExtractionReport, failures: dict[str, Any]) -> StepChecks:
     settings = config.load_settings()
     max_share = settings.max_none_found_share
-    return [
-        partition_check_result("extraction_succeeded", failures, "failed or empty extraction"),
-        partition_check_result(
+    return (
+        StepChecks()
+        .add("extraction_succeeded", failures, "failed or empty extraction")
+        .add(
             "llm_configuration_accepted",
             rejected_partitions(report),
             "a key, model or base URL the provider rejected",
-        ),
-        partition_check_result(
+        )
+        .add(
             "degraded_share_within_limit",
             degraded_partitions(report, settings.max_degraded_share),
             f"more than {settings.max_degraded_share:.0%} of its messages answered by the heuristic after the "
             "models failed",
-        ),
-        partition_check_result(
+        )
+        .add(
             "none_found_share_sane",
             quiet_partitions(report, max_share),
             f"a share above {max_share:.0%} of messages with text answered with no text entity",
             severity=AssetCheckSeverity.WARN,
-        ),
-        partition_check_result(
+        )
+        .add(
             "model_not_gone_quiet",
             gone_quiet_partitions(report),
             "a model answering 'nothing' far more often than its own recent baseline",
             severity=AssetCheckSeverity.WARN,
-        ),
-        partition_check_result(
+        )
+        .add(
             "ungrounded_share_sane",
             ungrounded_partitions(report, settings.max_ungrounded_share),
             f"more than {settings.max_ungrounded_share:.0%} of the listed entities ungrounded",
             severity=AssetCheckSeverity.WARN,
-        ),
-    ]
+        )
+    )
 
 
 def llm_keys_accepted_result(statuses: list[KeyStatus]) -> AssetCheckResult:

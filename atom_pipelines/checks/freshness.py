@@ -1,18 +1,18 @@
 """Is every registered mailbox synced up to date? The ``mailboxes_fresh`` check on ``outlook_messages``.
 
-Per mailbox, the latest ``date`` partition of ``outlook_messages`` that was ever materialized (read from the
-Dagster instance's event log, which holds one materialization per partition, ranged backfill runs
-included) is compared with the latest complete UTC day: the day the daily schedule syncs at that moment
+Per mailbox, the newest day ``outlook_messages`` has done (the store's per-mailbox-day progress,
+``mailbox_days``: Dagster's partitions are mailboxes, so the instance does not know days) is compared with
+the latest complete UTC day: the day the daily schedule syncs at that moment
 (yesterday, or the day before ``ATOM_END_DATE`` for a finished export). A mailbox more than
 ``ATOM_FRESHNESS_MAX_DAYS_BEHIND`` days behind, or never synced at all, is stale and turns the check red.
 
 Why not Dagster's own freshness: ``FreshnessPolicy`` and ``build_last_update_freshness_checks`` judge an
 asset as a whole by *when* it was last materialized, so one mailbox's sync (or a backfill of 2001) makes
 every mailbox look fresh; ``build_time_partition_freshness_checks`` requires a time-window-only partitions
-definition and fails at run time on mailbox x day. Neither can name the mailbox that fell behind.
+definition. Neither can name the mailbox that fell behind.
 
-It measures the *latest* synced day, not gaps: a day the schedule missed stays missing after the next day
-syncs, and is filled by a backfill (the UI shows the missing partitions).
+It measures the *latest* synced day, not gaps: a catch-up run (the daily schedule's) fills the days before
+it that are missing or failed, and each materialization's ``mailbox_days`` table lists them.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the check's annotations at definition time.
@@ -33,7 +33,8 @@ from dagster import (
 from pydantic import Field
 
 from atom_pipelines.config import load_settings
-from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day, windows_from_partition_keys
+from atom_pipelines.partitions import MAILBOX_DIMENSION, latest_complete_day
+from atom_pipelines.store.resource import MailStore
 
 #: How many stale mailboxes the check's description names; its metadata names every one.
 NAMED_IN_DESCRIPTION = 10
@@ -67,17 +68,12 @@ class FreshnessReport:
         return tuple(m for m in self.mailboxes if m.never_synced or (m.days_behind or 0) > self.max_days_behind)
 
 
-def latest_synced_days(instance: DagsterInstance) -> dict[str, dt.date]:
-    """Per mailbox, the newest day of ``outlook_messages`` materialized in this instance (by day, not by
-    when it ran: re-syncing an old day does not make a mailbox fresh)."""
-    materialized = instance.get_materialized_partitions(AssetKey("outlook_messages"))
-    return {window.mailbox: window.days[-1] for window in windows_from_partition_keys(list(materialized))}
-
-
-def evaluate_freshness(instance: DagsterInstance, now: dt.datetime, max_days_behind: int) -> FreshnessReport:
+def evaluate_freshness(
+    instance: DagsterInstance, store: MailStore, now: dt.datetime, max_days_behind: int
+) -> FreshnessReport:
     """Freshness of every registered mailbox at ``now`` (an aware datetime; tests pass their own)."""
     reference_day = latest_complete_day(now)
-    latest = latest_synced_days(instance)
+    latest = store.latest_done_days("outlook_messages")
     mailboxes = []
     for mailbox in sorted(instance.get_dynamic_partitions(MAILBOX_DIMENSION)):
         day = latest.get(mailbox)
@@ -90,7 +86,7 @@ class FreshnessCheckConfig(Config):
     as_of: str | None = Field(
         default=None,
         description="Evaluate as if it were this ISO date or datetime (UTC when no offset is given) instead "
-        "of now. It moves the reference day only; every materialization recorded so far still counts.",
+        "of now. It moves the reference day only; every day recorded done so far still counts.",
     )
 
 
@@ -115,7 +111,7 @@ def freshness_result(report: FreshnessReport) -> AssetCheckResult:
     stale = report.stale
     total = len(report.mailboxes)
     if report.reference_day is None:
-        description = "no complete day exists yet in the date dimension: nothing can be behind"
+        description = "no complete day exists yet since ATOM_START_DATE: nothing can be behind"
     elif not total:
         description = (
             "no mailbox is registered: nothing can be behind (registration is the register_mailboxes sensor's job)"
@@ -159,15 +155,20 @@ def freshness_result(report: FreshnessReport) -> AssetCheckResult:
     description="Every registered mailbox's latest synced day is at most ATOM_FRESHNESS_MAX_DAYS_BEHIND days "
     "older than the latest complete UTC day; a mailbox never synced is stale.",
 )
-def mailboxes_fresh(context: AssetCheckExecutionContext, config: FreshnessCheckConfig) -> AssetCheckResult:
-    """Runs on its own (job ``mailbox_freshness``, hourly schedule), reading only the Dagster instance; the
+def mailboxes_fresh(
+    context: AssetCheckExecutionContext, config: FreshnessCheckConfig, store: MailStore
+) -> AssetCheckResult:
+    """Runs on its own (job ``mailbox_freshness``, hourly schedule), reading the registered mailboxes and the
+    store's progress; the
     ``mail_to_links`` job leaves it out, but a UI materialization of ``outlook_messages`` with its checks
     runs it too (after the asset, so it sees that run's days).
 
     Severity ERROR: an analyst looking at a mailbox days behind sees a graph that silently lacks its
     recent mail, which is the failure this project exists to make loud. Not blocking: nothing downstream
     should stop because another mailbox is late."""
-    report = evaluate_freshness(context.instance, _as_of(config.as_of), load_settings().freshness_max_days_behind)
+    report = evaluate_freshness(
+        context.instance, store, _as_of(config.as_of), load_settings().freshness_max_days_behind
+    )
     for mailbox in report.stale:
         context.log.warning(f"stale mailbox: {_describe_staleness(mailbox)}")
     return freshness_result(report)

@@ -4,9 +4,7 @@
 and lives in ``freshness.py`` beside this module.
 """
 
-from dagster import AssetCheckResult
-
-from atom_pipelines.checks.results import blocking_check, partition_check_result
+from atom_pipelines.checks.results import StepChecks, blocking_check
 from atom_pipelines.mail.sync import SyncReport
 
 ASSET = "outlook_messages"
@@ -28,15 +26,14 @@ OUTLOOK_MESSAGES_CHECKS = [
 ]
 
 
-def outlook_messages_check_results(report: SyncReport) -> list[AssetCheckResult]:
-    return [
-        partition_check_result("no_duplicate_message_ids", report.duplicate_ids, "message ids listed twice"),
-        partition_check_result(
+def outlook_messages_check_results(report: SyncReport) -> StepChecks:
+    return (
+        StepChecks()
+        .add("no_duplicate_message_ids", report.duplicate_ids, "message ids listed twice")
+        .add(
             "no_quarantined_records",
             {key: [f"{r.origin}: {r.reason}" for r in records] for key, records in report.quarantined.items()},
             "rejected source records",
-        ),
-        partition_check_result(
-            "listing_complete", report.incomplete, "stored messages not matching the source's listing"
-        ),
-    ]
+        )
+        .add("listing_complete", report.incomplete, "stored messages not matching the source's listing")
+    )

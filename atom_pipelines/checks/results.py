@@ -5,6 +5,9 @@ what failed there, the first ``NAMED_IN_CHECK``) and ``failed_partitions`` (the 
 analyst alerts read exactly these two keys, so a check built here is alerted with its mailbox-days.
 """
 
+from __future__ import annotations
+
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,3 +37,31 @@ def partition_check_result(
         description=f"{len(failures)} partition(s) with {what}" if failures else f"no partition with {what}",
         metadata={"failed_partitions": len(failures), "failures": MetadataValue.json(named)},
     )
+
+
+class StepChecks:
+    """The check results of one asset step, and every mailbox-day its ERROR checks failed: the step records
+    those days as failed in the store's progress (``mailbox_days``), complete where the metadata names only
+    the first ``NAMED_IN_CHECK``."""
+
+    def __init__(self) -> None:
+        self.results: list[AssetCheckResult] = []
+        self._failed: dict[str, list[str]] = defaultdict(list)
+
+    def add(
+        self,
+        name: str,
+        failures: Mapping[str, Any],
+        what: str,
+        severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+    ) -> StepChecks:
+        self.results.append(partition_check_result(name, failures, what, severity))
+        if severity == AssetCheckSeverity.ERROR:
+            for key in failures:
+                self._failed[key].append(name)
+        return self
+
+    @property
+    def failed_days(self) -> dict[str, str]:
+        """mailbox-day key -> the ERROR checks that failed it, comma-separated."""
+        return {key: ", ".join(names) for key, names in self._failed.items()}

@@ -20,7 +20,7 @@ from typing import Any
 
 from atom_pipelines.extraction import keys
 from atom_pipelines.extraction.outcomes import TEXT_ROLES, Role
-from atom_pipelines.partitions import MailboxWindow, partition_key
+from atom_pipelines.partitions import MailboxWindow, mailbox_day_key
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore
 
@@ -70,12 +70,12 @@ def link_entities(store: MailStore, windows: Sequence[MailboxWindow]) -> LinkRep
     report = LinkReport()
     for window in windows:
         for day in window.days:
-            report.links_per_partition[partition_key(window.mailbox, day)] = 0
+            report.links_per_partition[mailbox_day_key(window.mailbox, day)] = 0
     entities = store.rows(schema.entities, windows)
     rows = list(_link_rows(entities))
     rows += [_relation_link(relation) for relation in store.rows(schema.entity_relations, windows)]
     for row in rows:
-        report.links_per_partition[partition_key(row["mailbox"], row["day"])] += 1
+        report.links_per_partition[mailbox_day_key(row["mailbox"], row["day"])] += 1
         report.links_by_kind[row["kind"]] += 1
     store.replace_partitions(windows, {schema.entity_links: rows})
     report.dangling = dangling_links(store.rows(schema.entity_links, windows), entities)

@@ -13,7 +13,7 @@ from atom_pipelines.extraction.cache import ExtractionCache
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, MessageExtraction, Outcome, TokenUsage
 from atom_pipelines.extraction.providers import MessageText
-from atom_pipelines.partitions import MailboxWindow, partition_key, split_partition_key
+from atom_pipelines.partitions import MailboxWindow, mailbox_day_key, split_mailbox_day_key
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore
 
@@ -153,7 +153,7 @@ def extract_entities(
 def _quiet_rows(report: ExtractionReport, now: dt.datetime) -> list[dict[str, Any]]:
     rows = []
     for key, partition in report.partitions.items():
-        mailbox, day = split_partition_key(key)
+        mailbox, day = split_mailbox_day_key(key)
         for model, quiet in sorted(partition.quiet_by_model.items()):
             rows.append(
                 {
@@ -205,9 +205,9 @@ def _report(
     report = ExtractionReport(entity_rows=len(entity_rows), first_is_llm=first_is_llm)
     for window in windows:
         for day in window.days:
-            report.partitions[partition_key(window.mailbox, day)] = PartitionExtraction()
+            report.partitions[mailbox_day_key(window.mailbox, day)] = PartitionExtraction()
     for row, result in zip(message_rows, results, strict=True):
-        partition = report.partitions[partition_key(row["mailbox"], row["day"])]
+        partition = report.partitions[mailbox_day_key(row["mailbox"], row["day"])]
         partition.messages += 1
         for attempt in result.attempts:
             report.usage += attempt.usage
@@ -241,7 +241,7 @@ def _report(
             counts.with_text += 1
             counts.quiet += quiet
     for entity in entity_rows:
-        report.partitions[partition_key(entity["mailbox"], entity["day"])].entities += 1
+        report.partitions[mailbox_day_key(entity["mailbox"], entity["day"])].entities += 1
         report.entities_by_type[entity["entity_type"]] += 1
     return report
 
@@ -268,8 +268,8 @@ def _verify_outcomes_stored(
     """Verify from what was stored, not from what we meant to store: every message has an outcome row."""
     with_outcome = defaultdict(set)
     for outcome in store.rows(schema.extraction_outcomes, windows):
-        with_outcome[partition_key(outcome["mailbox"], outcome["day"])].add(outcome["message_id"])
+        with_outcome[mailbox_day_key(outcome["mailbox"], outcome["day"])].add(outcome["message_id"])
     for row in message_rows:
-        key = partition_key(row["mailbox"], row["day"])
+        key = mailbox_day_key(row["mailbox"], row["day"])
         if row["message_id"] not in with_outcome[key]:
             report.partitions[key].without_outcome.append(row["message_id"])

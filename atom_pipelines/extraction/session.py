@@ -31,7 +31,7 @@ from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
 from atom_pipelines.extraction.ratelimit import RequestPacer
 from atom_pipelines.extraction.schema import ExtractionAnswer, schema_hash
 from atom_pipelines.extraction.tokens import prompt_tokens
-from atom_pipelines.partitions import partition_key
+from atom_pipelines.partitions import mailbox_day_key
 from atom_pipelines.provider_chain import ProviderSpec
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class ExtractionSession:
         # allowance: what the call can spend at most, settled below at what the provider says it used.
         estimate = prompt_tokens(prompt_for(message)) + self.extractor.max_output_tokens
         # Named as Dagster names the partition, so a BudgetExceeded says which one to look at.
-        partition = partition_key(message.mailbox, message.day) if message.day else message.mailbox
+        partition = mailbox_day_key(message.mailbox, message.day) if message.day else message.mailbox
         self.budget.reserve(partition, estimate)
         attempt = replace(run_provider(provider, message), key_env=key_env)
         self.budget.settle(partition, estimate, attempt.usage.total)

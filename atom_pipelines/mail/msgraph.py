@@ -48,7 +48,7 @@ from atom_pipelines.mail.source import (
     WindowBatch,
     normalize_mailbox,
 )
-from atom_pipelines.partitions import MailboxWindow
+from atom_pipelines.partitions import MailboxWindow, contiguous_spans
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +136,6 @@ class DeltaRound:
 def _utc_bounds(days: tuple[dt.date, ...]) -> tuple[dt.datetime, dt.datetime]:
     start = dt.datetime.combine(days[0], dt.time(), tzinfo=dt.timezone.utc)
     return start, dt.datetime.combine(days[-1], dt.time(), tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
-
-
-def contiguous_spans(days: tuple[dt.date, ...]) -> list[tuple[dt.date, ...]]:
-    """Split sorted days into runs of consecutive days: one Graph listing per run of days."""
-    spans: list[list[dt.date]] = []
-    for day in days:
-        if spans and (day - spans[-1][-1]).days == 1:
-            spans[-1].append(day)
-        else:
-            spans.append([day])
-    return [tuple(span) for span in spans]
 
 
 class GraphClient:

@@ -10,7 +10,7 @@ from typing import Any
 
 from atom_pipelines.mail.cleaning import clean_body
 from atom_pipelines.mail.source import MailSource, RejectedRecord, SourcedMessage
-from atom_pipelines.partitions import MailboxWindow, partition_key
+from atom_pipelines.partitions import MailboxWindow, mailbox_day_key
 from atom_pipelines.store import schema
 from atom_pipelines.store.resource import MailStore
 
@@ -59,9 +59,9 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
         report.source_stats.update(batch.stats)
         for day in window.days:
             if day in batch.incomplete_by_day:
-                report.incomplete[partition_key(window.mailbox, day)] = batch.incomplete_by_day[day]
+                report.incomplete[mailbox_day_key(window.mailbox, day)] = batch.incomplete_by_day[day]
             listed_counts[(window.mailbox, day)] = batch.listed_by_day.get(day, 0)
-            key = partition_key(window.mailbox, day)
+            key = mailbox_day_key(window.mailbox, day)
             listed = batch.messages_by_day.get(day, [])
             counts = Counter(item.message.id for item in listed)
             duplicates = sorted(message_id for message_id, n in counts.items() if n > 1)
@@ -92,7 +92,7 @@ def sync_messages(source: MailSource, store: MailStore, windows: Sequence[Mailbo
     stored = store.message_counts(windows)
     for (mailbox, day), expected in listed_counts.items():
         if stored.get((mailbox, day), 0) != expected:
-            key = partition_key(mailbox, day)
+            key = mailbox_day_key(mailbox, day)
             problem = f"source listed {expected} distinct messages, the store holds {stored.get((mailbox, day), 0)}"
             report.incomplete[key] = "; ".join(filter(None, [report.incomplete.get(key), problem]))
     return report

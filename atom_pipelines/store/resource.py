@@ -38,12 +38,23 @@ from atom_pipelines.store.engine import dispose_engine as dispose_engine
 from atom_pipelines.store.engine import engine_for as engine_for
 from atom_pipelines.store.migrate import ensure_schema
 
+#: The PostgreSQL advisory lock that serializes progress writes (an arbitrary constant of this project).
+_PROGRESS_LOCK = 0x61746F6D_6461
+
 #: Rows per INSERT statement batch; SQLAlchemy's insertmanyvalues packs them into multi-row VALUES.
 INSERT_CHUNK = 5_000
 
 
 def _partition_filter(table: Table, windows: Sequence[MailboxWindow]):
-    return or_(*(and_(table.c.mailbox == w.mailbox, table.c.day.in_(w.days)) for w in windows))
+    """The rows of these mailbox-days: one BETWEEN per run of consecutive days, so a two-year catch-up is one
+    condition per mailbox rather than 730 bound parameters (SQLite caps a statement at 32,766)."""
+    return or_(
+        *(
+            and_(table.c.mailbox == w.mailbox, table.c.day.between(first, last))
+            for w in windows
+            for first, last in w.spans()
+        )
+    )
 
 
 class StoredVersion(NamedTuple):
@@ -213,6 +224,102 @@ class MailStore(ConfigurableResource):
         table = schema.graph_delta_state
         with self.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.mailbox == mailbox, table.c.folder == folder))
+
+    # -- the progress of each mailbox-day (partitions.py) ------------------------------------------------
+
+    def record_days(
+        self,
+        asset: str,
+        windows: Sequence[MailboxWindow],
+        *,
+        rows: Mapping[str, int],
+        failed: Mapping[str, str],
+        run_id: str,
+        root_run_id: str,
+        invalidates: Sequence[str] = (),
+    ) -> None:
+        """Record every day of ``windows`` as done for ``asset`` (``rows``: mailbox-day key -> the asset's
+        rows that day), or failed where ``failed`` names the day (key -> why), in one transaction. The same
+        days of the assets in ``invalidates`` (downstream of this one) lose their progress: what they were
+        built from has just been replaced, so their next catch-up rebuilds them."""
+        if not windows:
+            return
+        table = schema.mailbox_days
+        now = dt.datetime.now(dt.timezone.utc)
+        records = [
+            {
+                "asset": asset,
+                "mailbox": window.mailbox,
+                "day": day,
+                "status": "failed" if key in failed else "done",
+                "rows": int(rows.get(key, 0)),
+                "detail": failed.get(key, "")[:2_000],
+                "run_id": run_id,
+                "root_run_id": root_run_id,
+                "recorded_at": now,
+            }
+            for window in windows
+            for day, key in zip(window.days, window.mailbox_day_keys(), strict=True)
+        ]
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Two runs of one mailbox (the daily sync and a delta re-sync) may record the same day at
+                # once: one at a time, or the second insert would hit the first one's primary key.
+                conn.execute(select(func.pg_advisory_xact_lock(_PROGRESS_LOCK)))
+            conn.execute(
+                delete(table).where(table.c.asset.in_([asset, *invalidates]), _partition_filter(table, windows))
+            )
+            _bulk_insert(conn, table, records)
+
+    def done_days(
+        self, asset: str, mailboxes: Sequence[str], first: dt.date, last: dt.date, root_run_id: str | None = None
+    ) -> set[tuple[str, dt.date]]:
+        """(mailbox, day) pairs in ``[first, last]`` done for ``asset``; with ``root_run_id``, only those done
+        by that run or a re-execution of it (what a re-execution from failure skips)."""
+        table = schema.mailbox_days
+        done: set[tuple[str, dt.date]] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(mailboxes), 500):
+                query = select(table.c.mailbox, table.c.day).where(
+                    table.c.asset == asset,
+                    table.c.status == "done",
+                    table.c.mailbox.in_(list(mailboxes[start : start + 500])),
+                    table.c.day.between(first, last),
+                )
+                if root_run_id is not None:
+                    query = query.where(table.c.root_run_id == root_run_id)
+                done.update((mailbox, day) for mailbox, day in conn.execute(query))
+        return done
+
+    def day_statuses(
+        self, asset: str, mailboxes: Sequence[str], first: dt.date, last: dt.date
+    ) -> dict[str, dict[dt.date, tuple[str, str]]]:
+        """mailbox -> day -> (status, detail) of the recorded days in ``[first, last]`` (a day absent is
+        missing)."""
+        table = schema.mailbox_days
+        statuses: dict[str, dict[dt.date, tuple[str, str]]] = {mailbox: {} for mailbox in mailboxes}
+        with self.engine.connect() as conn:
+            for start in range(0, len(mailboxes), 500):
+                query = select(table.c.mailbox, table.c.day, table.c.status, table.c.detail).where(
+                    table.c.asset == asset,
+                    table.c.mailbox.in_(list(mailboxes[start : start + 500])),
+                    table.c.day.between(first, last),
+                )
+                for mailbox, day, status, detail in conn.execute(query):
+                    statuses[mailbox][day] = (status, detail)
+        return statuses
+
+    def latest_done_days(self, asset: str) -> dict[str, dt.date]:
+        """mailbox -> its newest day done for ``asset`` (by day, not by when: re-syncing an old day does not
+        make a mailbox fresh)."""
+        table = schema.mailbox_days
+        query = (
+            select(table.c.mailbox, func.max(table.c.day))
+            .where(table.c.asset == asset, table.c.status == "done")
+            .group_by(table.c.mailbox)
+        )
+        with self.engine.connect() as conn:
+            return {mailbox: day for mailbox, day in conn.execute(query)}
 
     # -- the entity graph -------------------------------------------------------------------------------
 

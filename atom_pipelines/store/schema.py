@@ -199,6 +199,23 @@ graph_pending_days = Table(
     Column("reason", Text, nullable=False),
 )
 
+# The progress of each mailbox-day per asset of the chain (partitions.py): Dagster's partitions are mailboxes, so
+# which days of a mailbox are done or failed is ours to keep. A day with no row is missing. A catch-up run
+# syncs the days without a "done" row; a re-execution skips the days its root run already did.
+mailbox_days = Table(
+    "mailbox_days",
+    metadata,
+    Column("asset", String(64), primary_key=True),
+    Column("mailbox", String(320), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("status", String(8), nullable=False),  # "done" or "failed"
+    Column("rows", Integer, nullable=False),  # the asset's rows for the day (messages, entity mentions, links)
+    Column("detail", Text, nullable=False),  # for "failed": the blocking checks or the error
+    Column("run_id", String(64), nullable=False),
+    Column("root_run_id", String(64), nullable=False),  # the run a re-execution descends from (itself if none)
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
 # -- the entity graph: written whole by each entity_graph build (not partitioned) ------------------------------
 
 # What identity resolution decided for each body-name mention (merged into a person, or refused and why) and
