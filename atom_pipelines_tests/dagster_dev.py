@@ -482,15 +482,11 @@ FINISHED_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 def launch_partition_run(
     server: Server, mailbox: str, day: object, tags: dict[str, str] | None = None, run_config: dict | None = None
 ) -> str:
-    """Launch ``mail_to_links`` for one mailbox-day with the tags the UI's launchpad sets; returns the run id."""
-    from atom_pipelines.partitions import DATE_DIMENSION, MAILBOX_DIMENSION, partition_key
+    """Launch ``mail_to_links`` for one mailbox-day with the tags the UI's launchpad sets for a date-range
+    re-sync of one day (the mailbox's partition, that day as first and last day); returns the run id."""
+    from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG
 
-    key = partition_key(mailbox, day)
-    partition_tags = {
-        "dagster/partition": key,
-        f"dagster/partition/{DATE_DIMENSION}": str(day),
-        f"dagster/partition/{MAILBOX_DIMENSION}": mailbox,
-    }
+    partition_tags = {"dagster/partition": mailbox, FIRST_DAY_TAG: str(day), LAST_DAY_TAG: str(day)}
     launched = graphql(
         server,
         LAUNCH_RUN,
@@ -585,16 +581,14 @@ query MailboxKeys($asset: AssetKeyInput!) {
 def wait_for_mailboxes(server: Server, mailboxes: set[str], asset: str = "outlook_messages") -> float:
     """Wait until the daemon's register_mailboxes sensor has added every one of ``mailboxes`` as a partition;
     returns the seconds waited."""
-    from atom_pipelines.partitions import MAILBOX_DIMENSION
-
     started = time.monotonic()
     registered: set[str] = set()
     while time.monotonic() - started < SENSOR_TIMEOUT_S:
         server.assert_alive()
         node = graphql(server, MAILBOX_PARTITION_KEYS, {"asset": {"path": [asset]}})["assetNodeOrError"]
         if node["__typename"] == "AssetNode":
-            keys = {d["name"]: d["partitionKeys"] for d in node["partitionKeysByDimension"]}
-            registered = set(keys.get(MAILBOX_DIMENSION, []))
+            # The mailbox partitions are the asset's one dimension.
+            registered = {key for d in node["partitionKeysByDimension"] for key in d["partitionKeys"]}
             if mailboxes <= registered:
                 return time.monotonic() - started
         time.sleep(POLL_S)
