@@ -4,18 +4,21 @@
 source configured the production way: the three ``ATOM_GRAPH_*`` credentials, ``ATOM_GRAPH_AUTHORITY_HOST``
 and ``ATOM_GRAPH_API_URL`` pointing at the test server, TLS verified against its CA through
 ``REQUESTS_CA_BUNDLE``. Nobody launches anything: the daemon's ``register_mailboxes`` sensor registers the
-mailbox named in ``ATOM_GRAPH_MAILBOXES`` and launches its history sync; the runs list the mailbox through
-msal + requests and store exactly the messages the corpus holds.
+mailbox named in ``ATOM_GRAPH_MAILBOXES`` and launches its history sync, one catch-up run of the mailbox's
+partition (no day tags); it lists the mailbox through msal + requests, stores exactly the messages the corpus
+holds, and records every day from ATOM_START_DATE up to ATOM_END_DATE done in ``mailbox_days``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from atom_pipelines.partitions import CHAIN
 from atom_pipelines_tests.conftest import corpus_records
 from atom_pipelines_tests.dagster_dev import (
     POLL_S,
@@ -64,7 +67,6 @@ def test_a_mailbox_named_in_the_settings_is_registered_and_its_history_synced_fr
             ATOM_HISTORY_SYNC_ON_REGISTER="true",
             ATOM_START_DATE="2001-10-01",
             ATOM_END_DATE="2002-04-01",
-            ATOM_MAX_PARTITIONS_PER_RUN="200",  # the whole history in one run: one worker start on 2 cores
         )
         with dagster_dev(env, tmp_path) as deployment:
             wait_for_location(deployment)
@@ -92,10 +94,22 @@ def test_a_mailbox_named_in_the_settings_is_registered_and_its_history_synced_fr
             stored_days = set(conn.execute(sa.text("select distinct day from messages")).scalars())
             entities = conn.execute(sa.text("select count(*) from entities")).scalar_one()
             partitions = set(conn.execute(sa.text("select partition from dynamic_partitions")).scalars())
+            progress = conn.execute(
+                sa.text("select asset, status, count(*), min(day), max(day) from mailbox_days group by asset, status")
+            ).all()
     finally:
         engine.dispose()
     assert stored == {r["id"] for r in records}
     assert stored_days == set(days)
     assert entities > 0
     assert MAILBOX in partitions  # lowercased: one partition per mailbox however it was typed
+    # One catch-up run (one mailbox: one partition), every day from ATOM_START_DATE to the day before
+    # ATOM_END_DATE done for each asset of the chain, mail or not.
+    assert len(runs) == 1, runs
+    span = (dt.date(2001, 10, 1), dt.date(2002, 3, 31))
+    every_day = (span[1] - span[0]).days + 1
+    assert sorted(tuple(row) for row in progress) == [(asset, "done", every_day, *span) for asset in sorted(CHAIN)], (
+        progress
+    )
+    assert stored_days <= {span[0] + dt.timedelta(days=n) for n in range(every_day)}
     assert server.token_requests >= 1 and all(r.status < 400 for r in server.request_log)
