@@ -1,11 +1,14 @@
-"""The daily sync schedule, the freshness signal and the daily key status, at their edges: zero mailboxes, one, many; a tick
-before the configured hour; a mailbox fresh, stale, never synced; days synced by a range run.
+"""The daily sync schedule, the freshness signal and the daily key status, at their edges: zero mailboxes, one,
+many; a tick before the configured hour or before ATOM_START_DATE; a mailbox fresh, stale, never synced.
 
 Production bug #4 was housekeeping code that broke on zero items, and the sync this project replaces
-stopped for weeks without anyone noticing: the schedule must ask for exactly one run per mailbox for the
-day that just ended, and the check must go red, naming the mailbox, when a mailbox falls behind. Ticks are
-evaluated by Dagster (``evaluate_tick``) and the check runs through the registered ``mailbox_freshness``
-job, against real materializations in a real instance.
+stopped for weeks without anyone noticing. The schedule asks for catch-up runs of ``mail_to_links`` (no day
+tags: every day not yet done up to the latest complete one), one per ATOM_DAILY_MAILBOXES_PER_RUN mailboxes
+that are consecutive in registration order (one partition or one partition range each); such a run, executed
+as requested, stores and records every missing day in the store's ``mailbox_days``, and a second one finds
+nothing left. The freshness check goes red, naming the mailbox, when a mailbox's latest day done in
+``mailbox_days`` falls behind. Ticks are evaluated by Dagster (``evaluate_tick``) and the check runs through
+the ``mailbox_freshness`` job built on the store the test's materializations wrote, in a real instance.
 """
 
 from __future__ import annotations
@@ -16,24 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, Definitions, ScheduleDefinition, build_schedule_context
+import sqlalchemy as sa
+from dagster import DagsterInstance, Definitions, RunRequest, ScheduleDefinition, build_schedule_context
 
 from atom_pipelines import config
 from atom_pipelines.assets import outlook_messages
+from atom_pipelines.checks.freshness import mailboxes_fresh
 from atom_pipelines.definitions import defs
-from atom_pipelines.jobs import mail_to_links_job
-from atom_pipelines.schedules import build_daily_sync_schedule, build_key_status_schedule
+from atom_pipelines.jobs import mail_to_links_job, mailbox_freshness_job
+from atom_pipelines.partitions import CHAIN, MailboxWindow, days_between, mailbox_day_key
+from atom_pipelines.schedules import DAILY_SYNC_TAG, build_daily_sync_schedule, build_key_status_schedule
+from atom_pipelines.store import schema
+from atom_pipelines.store.resource import MailStore, dispose_engine
+from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG, MAILBOX_TAG, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import PARTITIONED_CHAIN, materialize_days, resources
-
-# Dagster's own partitioned schedule calls a method it deprecated itself and writes its own multi-partition
-# tags, which its tag validation calls non-compliant; nothing of ours to change.
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:Function `JobDefinition.run_request_for_partition` is deprecated:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings(r"ignore:Non-compliant tag keys like \['dagster/partition/:DeprecationWarning"),
-]
 
 HYATT, HARRIS, FARMER = "kevin.hyatt@enron.com", "steven.harris@enron.com", "daren.farmer@enron.com"
 UTC = dt.timezone.utc
@@ -114,26 +114,102 @@ def test_zero_mailboxes_request_no_run(instance: DagsterInstance) -> None:
     result = _tick(instance, TICK)
 
     assert result.run_requests == []
-    # Dagster records the tick as skipped, with its own words.
-    assert result.skip_message == "Schedule function returned an empty result"
+    assert result.skip_message == "no mailbox is registered yet"
 
 
-@pytest.mark.parametrize("mailboxes", [[HYATT], [HYATT, HARRIS, FARMER]], ids=["one", "three"])
-def test_one_run_per_mailbox_for_the_previous_utc_day(instance: DagsterInstance, mailboxes: list[str]) -> None:
-    instance.add_dynamic_partitions("mailbox", mailboxes)
+def test_no_complete_day_since_the_start_date_requests_no_run(instance: DagsterInstance) -> None:
+    """A tick on ATOM_START_DATE itself (2000-12-01 by default): the day before it is not synced."""
+    instance.add_dynamic_partitions("mailbox", [HYATT])
 
-    requests = _tick(instance, TICK).run_requests
+    result = _tick(instance, dt.datetime(2000, 12, 1, 6, 0, tzinfo=UTC))
 
-    assert sorted(r.partition_key for r in requests) == sorted(f"2002-01-02|{m}" for m in mailboxes)
-    for request in requests:
-        mailbox = request.partition_key.split("|", 1)[1]
-        assert request.run_key == request.partition_key  # a tick launches each mailbox-day at most once
-        assert request.job_name == "mail_to_links"
-        assert request.tags["dagster/partition"] == request.partition_key
-        assert request.tags["dagster/partition/date"] == "2002-01-02"
-        # dagster.yaml limits concurrent runs per mailbox on this tag.
-        assert request.tags["dagster/partition/mailbox"] == mailbox
-        assert request.tags["dagster/schedule_name"] == "mail_to_links_daily"
+    assert result.run_requests == []
+    assert result.skip_message == "no complete day exists yet since ATOM_START_DATE"
+
+
+def _covered(request: RunRequest) -> list[str]:
+    """The mailboxes a request's run covers: its one partition, or the ends of its partition range."""
+    if PARTITION_TAG in request.tags:
+        return [request.tags[PARTITION_TAG]]
+    return [request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]]
+
+
+def _assert_catch_up(request: RunRequest, day: str = "2002-01-02") -> None:
+    """A daily request: the real job, a catch-up (no day tags: every day not done yet), tagged with its day."""
+    assert request.job_name == "mail_to_links"
+    assert request.partition_key is None  # the partition or range is in the tags
+    assert FIRST_DAY_TAG not in request.tags and LAST_DAY_TAG not in request.tags
+    assert request.tags[DAILY_SYNC_TAG] == day
+    assert request.tags["dagster/schedule_name"] == "mail_to_links_daily"
+
+
+def test_one_mailbox_is_one_run_of_its_partition(instance: DagsterInstance) -> None:
+    instance.add_dynamic_partitions("mailbox", [HYATT])
+
+    (request,) = _tick(instance, TICK).run_requests
+
+    _assert_catch_up(request)
+    assert request.run_key == f"daily:2002-01-02:{HYATT}..{HYATT}:1"  # a tick launches it at most once
+    assert request.tags[PARTITION_TAG] == HYATT
+    # dagster.yaml limits concurrent runs per mailbox on this tag.
+    assert request.tags[MAILBOX_TAG] == HYATT
+    assert RANGE_START_TAG not in request.tags
+
+
+def test_many_mailboxes_are_one_range_run_in_registration_order(instance: DagsterInstance) -> None:
+    """Up to ATOM_DAILY_MAILBOXES_PER_RUN (100) mailboxes in one run: a partition range from the first
+    registered to the last, not in alphabetical order."""
+    instance.add_dynamic_partitions("mailbox", [HYATT, HARRIS, FARMER])
+
+    (request,) = _tick(instance, TICK).run_requests
+
+    _assert_catch_up(request)
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (HYATT, FARMER)
+    assert request.run_key == f"daily:2002-01-02:{HYATT}..{FARMER}:3"
+    assert PARTITION_TAG not in request.tags and MAILBOX_TAG not in request.tags
+
+
+def test_mailboxes_are_chunked_by_the_configured_runs_size(
+    instance: DagsterInstance, run_resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATOM_DAILY_MAILBOXES_PER_RUN=2 with three mailboxes: a range of the first two, the third alone."""
+    monkeypatch.setenv("ATOM_DAILY_MAILBOXES_PER_RUN", "2")
+    settings = config.load_settings()
+    assert settings.daily_mailboxes_per_run == 2
+    chunked = _resolved(
+        build_daily_sync_schedule(
+            settings.daily_sync_hour, settings.daily_sync_minute, settings.daily_mailboxes_per_run
+        ),
+        run_resources,
+    )
+    instance.add_dynamic_partitions("mailbox", [HYATT, HARRIS, FARMER])
+
+    ranged, single = _tick(instance, TICK, chunked).run_requests
+
+    for request in (ranged, single):
+        _assert_catch_up(request)
+    assert _covered(ranged) == [HYATT, HARRIS] and PARTITION_TAG not in ranged.tags
+    assert _covered(single) == [FARMER] and single.tags[MAILBOX_TAG] == FARMER
+    assert RANGE_START_TAG not in single.tags
+    assert [ranged.run_key, single.run_key] == [
+        f"daily:2002-01-02:{HYATT}..{HARRIS}:2",
+        f"daily:2002-01-02:{FARMER}..{FARMER}:1",
+    ]
+    assert "in runs of 2 mailboxes" in (chunked.description or "")
+    # The same tick evaluated again asks for the same runs: Dagster launches each run key once.
+    assert [r.run_key for r in _tick(instance, TICK, chunked).run_requests] == [ranged.run_key, single.run_key]
+
+
+def test_a_mailbox_registered_later_is_in_the_next_tick(instance: DagsterInstance) -> None:
+    instance.add_dynamic_partitions("mailbox", [HYATT])
+    (first,) = _tick(instance, TICK).run_requests
+    instance.add_dynamic_partitions("mailbox", [HARRIS])
+
+    (second,) = _tick(instance, TICK + dt.timedelta(days=1)).run_requests
+
+    assert _covered(first) == [HYATT]
+    assert _covered(second) == [HYATT, HARRIS]
+    assert second.run_key == f"daily:2002-01-03:{HYATT}..{HARRIS}:2" != first.run_key
 
 
 @pytest.mark.parametrize(
@@ -148,7 +224,20 @@ def test_the_day_requested_is_the_last_complete_day_whatever_the_hour(
 
     (request,) = _tick(instance, at).run_requests
 
-    assert request.partition_key == f"2002-01-02|{HYATT}"
+    assert request.tags[DAILY_SYNC_TAG] == "2002-01-02"
+    assert request.run_key.startswith("daily:2002-01-02:")
+
+
+def test_the_day_requested_stops_before_the_end_date(
+    instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished export (ATOM_END_DATE, exclusive): a tick long after it still names the export's last day."""
+    monkeypatch.setenv("ATOM_END_DATE", "2002-01-01")
+    instance.add_dynamic_partitions("mailbox", [HYATT])
+
+    (request,) = _tick(instance, TICK + dt.timedelta(days=30)).run_requests
+
+    assert request.tags[DAILY_SYNC_TAG] == "2001-12-31"
 
 
 def test_a_schedule_at_00_30_utc_requests_the_day_that_just_ended(
@@ -157,30 +246,133 @@ def test_a_schedule_at_00_30_utc_requests_the_day_that_just_ended(
     monkeypatch.setenv("ATOM_DAILY_SYNC_HOUR", "0")
     monkeypatch.setenv("ATOM_DAILY_SYNC_MINUTE", "30")
     settings = config.load_settings()
-    early = _resolved(build_daily_sync_schedule(settings.daily_sync_hour, settings.daily_sync_minute), run_resources)
+    early = _resolved(
+        build_daily_sync_schedule(
+            settings.daily_sync_hour, settings.daily_sync_minute, settings.daily_mailboxes_per_run
+        ),
+        run_resources,
+    )
     instance.add_dynamic_partitions("mailbox", [HYATT, HARRIS])
 
-    requests = _tick(instance, dt.datetime(2002, 1, 3, 0, 30, tzinfo=UTC), early).run_requests
+    (request,) = _tick(instance, dt.datetime(2002, 1, 3, 0, 30, tzinfo=UTC), early).run_requests
 
     assert early.cron_schedule == "30 0 * * *"
-    assert sorted(r.partition_key for r in requests) == [f"2002-01-02|{HYATT}", f"2002-01-02|{HARRIS}"]
+    assert request.tags[DAILY_SYNC_TAG] == "2002-01-02"
+    assert _covered(request) == [HYATT, HARRIS]
 
 
-def test_a_scheduled_request_materializes_that_day(instance: DagsterInstance, run_resources: dict[str, Any]) -> None:
-    """The request runs as it is: the real job, the tick's partition and tags, the day's mail stored."""
+#: The days a catch-up test syncs: ATOM_START_DATE..ATOM_END_DATE (exclusive), kevin.hyatt's first mail on the last.
+CATCH_UP_START, CATCH_UP_END = dt.date(2001, 10, 10), dt.date(2001, 10, 18)
+
+
+def _mailbox_days(database_url: str, mailbox: str) -> dict[str, dict[dt.date, tuple[str, str]]]:
+    """asset -> day -> (status, run id) of a mailbox's recorded progress."""
+    table = schema.mailbox_days
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(table.c.asset, table.c.day, table.c.status, table.c.run_id).where(table.c.mailbox == mailbox)
+            ).all()
+    finally:
+        engine.dispose()
+    recorded: dict[str, dict[dt.date, tuple[str, str]]] = {}
+    for asset, day, status, run_id in rows:
+        recorded.setdefault(asset, {})[day] = (status, run_id)
+    return recorded
+
+
+def _log_messages(instance: DagsterInstance, run_id: str) -> list[str]:
+    return [event.user_message for event in instance.all_logs(run_id) if event.user_message]
+
+
+def test_a_scheduled_catch_up_stores_every_day_not_done_and_a_second_run_does_nothing_new(
+    instance: DagsterInstance, run_resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request runs as it is (the real job, the tick's tags): every day from ATOM_START_DATE to the
+    latest complete one is stored and recorded done; a second tick's run of the mailbox finds nothing left."""
+    monkeypatch.setenv("ATOM_START_DATE", CATCH_UP_START.isoformat())
+    monkeypatch.setenv("ATOM_END_DATE", CATCH_UP_END.isoformat())
+    days = days_between(CATCH_UP_START, CATCH_UP_END - dt.timedelta(days=1))
     instance.add_dynamic_partitions("mailbox", [HYATT])
-    (request,) = _tick(instance, dt.datetime(2001, 10, 18, 6, 0, tzinfo=UTC)).run_requests
     job = Definitions(assets=PARTITIONED_CHAIN, jobs=[mail_to_links_job], resources=run_resources).resolve_job_def(
         "mail_to_links"
     )
+    database_url = run_resources["store"].database_url
 
-    result = job.execute_in_process(instance=instance, partition_key=request.partition_key, tags=request.tags)
+    (request,) = _tick(instance, dt.datetime(2001, 10, 18, 6, 0, tzinfo=UTC)).run_requests
+    result = job.execute_in_process(instance=instance, tags=request.tags)
 
     assert result.success
     (materialization,) = result.asset_materializations_for_node("outlook_messages")
-    assert materialization.partition == f"2001-10-17|{HYATT}"
-    assert materialization.metadata["dagster/row_count"].value > 0  # kevin.hyatt's first day of mail
+    assert materialization.partition == HYATT
+    metadata = {k: v.value for k, v in materialization.metadata.items()}
+    assert metadata["dagster/row_count"] > 0  # kevin.hyatt's first day of mail, 2001-10-17
+    assert metadata["mailbox_days_covered"] == len(days) == 8
+    assert (metadata["mailbox_days_done"], metadata["mailbox_days_failed"], metadata["mailbox_days_missing"]) == (
+        8,
+        0,
+        0,
+    )
+    assert f"| {HYATT} | 8 | 0 | 0 | - | - |" in metadata["mailbox_days"]
+    recorded = _mailbox_days(database_url, HYATT)
+    for asset in CHAIN:  # each step caught up every day the one upstream of it did
+        assert recorded[asset] == {day: ("done", result.run_id) for day in days}, asset
+    assert MailStore(database_url=database_url).latest_done_days("outlook_messages") == {HYATT: days[-1]}
     assert "mailboxes_fresh" not in {e.check_name for e in result.get_asset_check_evaluations()}
+    assert f"catch-up of 1 mailbox(es), {days[0]}..{days[-1]}: 8 mailbox-day(s) not done yet" in _log_messages(
+        instance, result.run_id
+    )
+
+    (later,) = _tick(instance, dt.datetime(2001, 10, 19, 6, 0, tzinfo=UTC)).run_requests
+    # A finished export: every later tick names its last day, so Dagster launches that run key once; launched
+    # anyway (a live mailbox's next tick has a new key), the run finds nothing left to do.
+    assert later.run_key == request.run_key
+    again = job.execute_in_process(instance=instance, tags=later.tags)
+
+    assert again.success
+    (repeat,) = again.asset_materializations_for_node("outlook_messages")
+    assert (repeat.metadata["mailbox_days_covered"].value, repeat.metadata["dagster/row_count"].value) == (0, 0)
+    assert repeat.metadata["mailbox_days_done"].value == 8
+    messages = _log_messages(instance, again.run_id)
+    for asset in CHAIN:
+        assert recorded[asset] == _mailbox_days(database_url, HYATT)[asset]  # still the first run's days
+    assert messages.count(f"catch-up of 1 mailbox(es), {days[0]}..{days[-1]}: 0 mailbox-day(s) not done yet") == 3
+
+
+def test_a_catch_up_redoes_a_failed_day_only(
+    instance: DagsterInstance, run_resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day recorded failed is not done: the next scheduled run syncs it, and only it."""
+    monkeypatch.setenv("ATOM_START_DATE", CATCH_UP_START.isoformat())
+    monkeypatch.setenv("ATOM_END_DATE", CATCH_UP_END.isoformat())
+    store: MailStore = run_resources["store"]
+    instance.add_dynamic_partitions("mailbox", [HYATT])
+    job = Definitions(assets=PARTITIONED_CHAIN, jobs=[mail_to_links_job], resources=run_resources).resolve_job_def(
+        "mail_to_links"
+    )
+    (request,) = _tick(instance, dt.datetime(2001, 10, 18, 6, 0, tzinfo=UTC)).run_requests
+    assert job.execute_in_process(instance=instance, tags=request.tags).success
+    failed_day = dt.date(2001, 10, 17)
+    store.record_days(
+        "outlook_messages",
+        [MailboxWindow(HYATT, (failed_day,))],
+        rows={},
+        failed={mailbox_day_key(HYATT, failed_day): "a test failed it"},
+        run_id="test",
+        root_run_id="test",
+        invalidates=CHAIN[1:],
+    )
+
+    again = job.execute_in_process(instance=instance, tags=request.tags)
+
+    assert again.success
+    (materialization,) = again.asset_materializations_for_node("outlook_messages")
+    assert materialization.metadata["mailbox_days_covered"].value == 1
+    recorded = _mailbox_days(store.database_url, HYATT)
+    for asset in CHAIN:
+        assert recorded[asset][failed_day] == ("done", again.run_id), asset
+        assert {day for day, (_, run) in recorded[asset].items() if run == again.run_id} == {failed_day}
 
 
 def _setting(name: str) -> Any:
@@ -237,15 +429,28 @@ def test_bad_settings_fail_naming_the_variable(name: str, value: str, monkeypatc
 # --- the freshness check -----------------------------------------------------------------------------
 
 
-def _freshness(instance: DagsterInstance, as_of: dt.datetime | None = TICK) -> tuple[bool, dict[str, Any], str]:
-    """Runs the registered mailbox_freshness job: (passed, metadata values, description)."""
+def _freshness(
+    instance: DagsterInstance, run_resources: dict[str, Any], as_of: dt.datetime | None = TICK
+) -> tuple[bool, dict[str, Any], str]:
+    """Runs the mailbox_freshness job as the code location defines it, against the store the test's
+    materializations wrote (the check reads the store's mailbox_days): (passed, metadata values, description)."""
     run_config = {"ops": {CHECK_OP: {"config": {"as_of": as_of.isoformat()}}}} if as_of else None
-    result = defs.resolve_job_def("mailbox_freshness").execute_in_process(instance=instance, run_config=run_config)
+    job = Definitions(
+        assets=PARTITIONED_CHAIN, asset_checks=[mailboxes_fresh], jobs=[mailbox_freshness_job], resources=run_resources
+    ).resolve_job_def("mailbox_freshness")
+    result = job.execute_in_process(instance=instance, run_config=run_config)
     assert result.success  # a failed check is a red check, not a failed run
     (evaluation,) = result.get_asset_check_evaluations()
     assert (evaluation.check_name, evaluation.asset_key.to_user_string()) == ("mailboxes_fresh", "outlook_messages")
     assert evaluation.severity.value == "ERROR"
     return evaluation.passed, {k: v.value for k, v in evaluation.metadata.items()}, evaluation.description or ""
+
+
+def test_the_registered_freshness_job_needs_the_store() -> None:
+    """The code location's job reads the store resource it is given (the one the sync writes)."""
+    job = defs.resolve_job_def("mailbox_freshness")
+    assert "store" in job.resource_defs
+    assert {key.name for key in job.asset_layer.asset_graph.asset_check_keys} == {"mailboxes_fresh"}
 
 
 def test_the_check_is_not_part_of_the_sync_job() -> None:
@@ -256,8 +461,8 @@ def test_the_check_is_not_part_of_the_sync_job() -> None:
     assert {key.name for key in checked} == {"mailboxes_fresh"}
 
 
-def test_zero_mailboxes_pass_and_say_so(instance: DagsterInstance) -> None:
-    passed, metadata, description = _freshness(instance)
+def test_zero_mailboxes_pass_and_say_so(instance: DagsterInstance, run_resources: dict[str, Any]) -> None:
+    passed, metadata, description = _freshness(instance, run_resources)
 
     assert passed
     assert (metadata["mailboxes"], metadata["stale_mailboxes"], metadata["stale"]) == (0, 0, {})
@@ -268,7 +473,7 @@ def test_zero_mailboxes_pass_and_say_so(instance: DagsterInstance) -> None:
 def test_a_mailbox_synced_by_a_range_run_is_fresh(instance: DagsterInstance, run_resources: dict[str, Any]) -> None:
     materialize_days(instance, run_resources, HYATT, "2001-12-20", REFERENCE_DAY, assets=[outlook_messages])
 
-    passed, metadata, description = _freshness(instance)
+    passed, metadata, description = _freshness(instance, run_resources)
 
     assert passed
     assert (metadata["mailboxes"], metadata["stale_mailboxes"], metadata["never_synced"]) == (1, 0, 0)
@@ -283,7 +488,7 @@ def test_stale_only_beyond_the_configured_days(
     latest = REFERENCE_DAY - dt.timedelta(days=days_behind)
     materialize_days(instance, run_resources, HYATT, latest, assets=[outlook_messages])
 
-    passed, metadata, description = _freshness(instance)
+    passed, metadata, description = _freshness(instance, run_resources)
 
     assert passed is fresh
     if not fresh:
@@ -297,7 +502,7 @@ def test_the_allowed_lag_comes_from_the_environment(
     materialize_days(instance, run_resources, HYATT, REFERENCE_DAY - dt.timedelta(days=1), assets=[outlook_messages])
     monkeypatch.setenv("ATOM_FRESHNESS_MAX_DAYS_BEHIND", "0")
 
-    passed, metadata, _ = _freshness(instance)
+    passed, metadata, _ = _freshness(instance, run_resources)
 
     assert not passed
     assert metadata["max_days_behind"] == 0
@@ -309,7 +514,7 @@ def test_a_stale_mailbox_fails_naming_its_latest_day_and_lag(
 ) -> None:
     materialize_days(instance, run_resources, HYATT, "2001-12-24", "2001-12-28", assets=[outlook_messages])
 
-    passed, metadata, description = _freshness(instance)
+    passed, metadata, description = _freshness(instance, run_resources)
 
     assert not passed
     assert metadata["stale"] == {HYATT: {"latest_day": "2001-12-28", "days_behind": 5}}
@@ -320,10 +525,10 @@ def test_a_stale_mailbox_fails_naming_its_latest_day_and_lag(
     )
 
 
-def test_a_mailbox_never_synced_is_stale(instance: DagsterInstance) -> None:
+def test_a_mailbox_never_synced_is_stale(instance: DagsterInstance, run_resources: dict[str, Any]) -> None:
     instance.add_dynamic_partitions("mailbox", [HARRIS])
 
-    passed, metadata, description = _freshness(instance)
+    passed, metadata, description = _freshness(instance, run_resources)
 
     assert not passed
     assert metadata["stale"] == {HARRIS: {"latest_day": None, "days_behind": None}}
@@ -336,7 +541,7 @@ def test_many_mailboxes_name_exactly_the_stale_ones(instance: DagsterInstance, r
     materialize_days(instance, run_resources, HARRIS, "2001-12-01", "2001-12-10", assets=[outlook_messages])
     instance.add_dynamic_partitions("mailbox", [FARMER])
 
-    passed, metadata, description = _freshness(instance)
+    passed, metadata, description = _freshness(instance, run_resources)
 
     assert not passed
     assert metadata["stale"] == {
@@ -355,10 +560,53 @@ def test_re_syncing_an_old_day_does_not_make_a_mailbox_fresh(
     materialize_days(instance, run_resources, HYATT, "2001-12-24", "2001-12-28", assets=[outlook_messages])
     materialize_days(instance, run_resources, HYATT, "2001-10-17", assets=[outlook_messages])
 
-    passed, metadata, _ = _freshness(instance)
+    passed, metadata, _ = _freshness(instance, run_resources)
 
     assert not passed
     assert metadata["stale"] == {HYATT: {"latest_day": "2001-12-28", "days_behind": 5}}
+
+
+def test_freshness_is_read_from_the_store_the_sync_wrote(
+    instance: DagsterInstance, run_resources: dict[str, Any], tmp_path: Path
+) -> None:
+    """The instance knows only mailbox partitions: the days come from the store's mailbox_days. The same
+    instance against another (empty) store finds the mailbox never synced."""
+    materialize_days(instance, run_resources, HYATT, REFERENCE_DAY, assets=[outlook_messages])
+    other_url = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    other = {**run_resources, "store": MailStore(database_url=other_url)}
+    try:
+        passed_other, metadata_other, _ = _freshness(instance, other)
+    finally:
+        dispose_engine(other_url)
+
+    passed, metadata, _ = _freshness(instance, run_resources)
+
+    assert passed and metadata["stale"] == {}
+    assert not passed_other
+    assert metadata_other["stale"] == {HYATT: {"latest_day": None, "days_behind": None}}
+
+
+def test_progress_recorded_without_a_materialization_counts_and_a_failed_day_does_not(
+    instance: DagsterInstance, run_resources: dict[str, Any]
+) -> None:
+    """Freshness is what mailbox_days says: a day recorded done makes a mailbox fresh; a newer day recorded
+    failed (a blocking check or an error) is not synced, so the latest done day is what counts."""
+    store: MailStore = run_resources["store"]
+    instance.add_dynamic_partitions("mailbox", [HYATT, HARRIS])
+    done_day, failed_day = REFERENCE_DAY - dt.timedelta(days=5), REFERENCE_DAY
+    store.record_days(
+        "outlook_messages",
+        [MailboxWindow(HYATT, (REFERENCE_DAY,)), MailboxWindow(HARRIS, (done_day, failed_day))],
+        rows={},
+        failed={mailbox_day_key(HARRIS, failed_day): "listing_complete failed"},
+        run_id="r1",
+        root_run_id="r1",
+    )
+
+    passed, metadata, _ = _freshness(instance, run_resources)
+
+    assert not passed
+    assert metadata["stale"] == {HARRIS: {"latest_day": done_day.isoformat(), "days_behind": 5}}
 
 
 def test_without_as_of_the_check_measures_against_now(instance: DagsterInstance, run_resources: dict[str, Any]) -> None:
@@ -367,7 +615,7 @@ def test_without_as_of_the_check_measures_against_now(instance: DagsterInstance,
     yesterday = dt.datetime.now(UTC).date() - dt.timedelta(days=1)
     materialize_days(instance, run_resources, HYATT, yesterday, assets=[outlook_messages])
 
-    passed, metadata, _ = _freshness(instance, as_of=None)
+    passed, metadata, _ = _freshness(instance, run_resources, as_of=None)
 
     assert passed
     # One day later only if the test ran across midnight UTC.
