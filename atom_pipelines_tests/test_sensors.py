@@ -1,5 +1,8 @@
 """Mailboxes become partitions without a code change: the registration sensor, at its edges (zero new
 mailboxes, some, all already known) — production bug #4 was housekeeping code that broke on zero items.
+Their history syncs are catch-up runs (no day tags) of at most ATOM_MAILBOXES_PER_RUN mailboxes that are
+consecutive in registration order, one partition or one partition range each, which a mailbox held back
+for its key breaks.
 
 And the key first (issue 10, item 8): a new mailbox whose LLM key is not usable (not set, rejected by the
 provider, a chain model missing) is registered but its history is not launched; an ``llm_key_status`` run
@@ -32,11 +35,14 @@ from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.jobs import llm_key_status_job
 from atom_pipelines.mail.source import ExportMailSource
 from atom_pipelines.sensors import KEY_STATUS_GATE_TAG, register_mailboxes
+from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG, MAILBOX_TAG, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.servers.openai_server import OpenAICompatibleServer
 from atom_pipelines_tests.servers.receivers import WebhookReceiver
 
-MAILBOXES = {"kevin.hyatt@enron.com", "steven.harris@enron.com"}
+HYATT, HARRIS = "kevin.hyatt@enron.com", "steven.harris@enron.com"
+FARMER = "daren.farmer@enron.com"
+MAILBOXES = {HYATT, HARRIS}
 
 
 def _evaluate(
@@ -89,52 +95,86 @@ def test_mailbox_case_does_not_create_a_second_partition(instance: DagsterInstan
     assert list(result.dynamic_partitions_requests[0].partition_keys) == ["kevin.hyatt@enron.com"]
 
 
-def _days(request) -> tuple[dt.date, dt.date]:  # noqa: ANN001 - a RunRequest
-    start = request.tags["dagster/asset_partition_range_start"].split("|")
-    end = request.tags["dagster/asset_partition_range_end"].split("|")
-    assert start[1] == end[1] == request.tags["atom/mailbox"]
-    return dt.date.fromisoformat(start[0]), dt.date.fromisoformat(end[0])
+def _covered(request: RunRequest) -> tuple[str, str]:
+    """(first, last) mailbox of a request's run: its one partition twice, or its partition range."""
+    if PARTITION_TAG in request.tags:
+        assert RANGE_START_TAG not in request.tags and request.tags[MAILBOX_TAG] == request.tags[PARTITION_TAG]
+        return request.tags[PARTITION_TAG], request.tags[PARTITION_TAG]
+    assert MAILBOX_TAG not in request.tags  # dagster.yaml limits runs per mailbox: a range names none
+    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
 
 
-def test_a_new_mailbox_gets_its_history_synced_in_chunks_without_gap_or_overlap(
-    instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ATOM_MAX_PARTITIONS_PER_RUN", "31")
-    records = corpus_records({"kevin.hyatt@enron.com"})
-    days = sorted(
-        {dt.datetime.fromisoformat(r["receivedDateTime"]).astimezone(dt.timezone.utc).date() for r in records}
-    )
-    export = write_export(tmp_path / "export", records)
+def _assert_history(request: RunRequest) -> None:
+    """A history sync: a catch-up run of mail_to_links (no day tags: ATOM_START_DATE to the latest complete day)."""
+    assert request.job_name == "mail_to_links"
+    assert request.partition_key is None
+    assert FIRST_DAY_TAG not in request.tags and LAST_DAY_TAG not in request.tags
+
+
+def test_a_new_mailbox_gets_its_history_in_one_catch_up_run(instance: DagsterInstance, tmp_path: Path) -> None:
+    export = write_export(tmp_path / "export", corpus_records({"kevin.hyatt@enron.com"}))
 
     result = _evaluate(instance, export)
 
     assert isinstance(result, SensorResult)
-    chunks = [_days(r) for r in result.run_requests]
-    assert chunks[0][0] == days[0] and chunks[-1][1] == days[-1]  # the export's first to last message
-    for (_, end), (next_start, _) in zip(chunks, chunks[1:], strict=False):
-        assert next_start == end + dt.timedelta(days=1)  # no gap, no overlap
-    assert all((end - start).days < 31 for start, end in chunks)
-    assert len({r.run_key for r in result.run_requests}) == len(chunks)
-    assert {r.tags["atom/history_sync"] for r in result.run_requests} == {"kevin.hyatt@enron.com"}
+    (request,) = result.run_requests
+    _assert_history(request)
+    assert _covered(request) == ("kevin.hyatt@enron.com", "kevin.hyatt@enron.com")
+    assert request.run_key == "history:kevin.hyatt@enron.com..kevin.hyatt@enron.com:1"
+    assert request.tags["atom/history_sync"] == "kevin.hyatt@enron.com"
 
 
-def test_history_sync_starts_at_the_configured_start_date(
+def test_new_mailboxes_are_chunked_by_the_configured_run_size(
     instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ATOM_START_DATE", "2001-06-01")
-    monkeypatch.setenv("ATOM_MAX_PARTITIONS_PER_RUN", "400")
-    export = write_export(tmp_path / "export", corpus_records({"kevin.hyatt@enron.com"}))
+    """ATOM_MAILBOXES_PER_RUN=2, three new mailboxes (registered in sorted order): a range of the first two,
+    the third alone."""
+    monkeypatch.setenv("ATOM_MAILBOXES_PER_RUN", "2")
+    export = write_export(tmp_path / "export", corpus_records({*MAILBOXES, FARMER}))
 
-    (request,) = _evaluate(instance, export).run_requests
+    result = _evaluate(instance, export)
 
-    start, _end = _days(request)
-    first_after = min(
-        day
-        for r in corpus_records({"kevin.hyatt@enron.com"})
-        if (day := dt.datetime.fromisoformat(r["receivedDateTime"]).astimezone(dt.timezone.utc).date())
-        >= dt.date(2001, 6, 1)
-    )
-    assert start == first_after
+    assert isinstance(result, SensorResult)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [FARMER, HYATT, HARRIS]
+    ranged, single = result.run_requests
+    for request in (ranged, single):
+        _assert_history(request)
+    assert (_covered(ranged), _covered(single)) == ((FARMER, HYATT), (HARRIS, HARRIS))
+    assert (ranged.run_key, single.run_key) == (f"history:{FARMER}..{HYATT}:2", f"history:{HARRIS}..{HARRIS}:1")
+    assert (ranged.tags["atom/history_sync"], single.tags["atom/history_sync"]) == (f"{FARMER},{HYATT}", HARRIS)
+
+
+def test_the_chunks_follow_registration_order_not_the_alphabet(
+    instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two mailboxes registered earlier (Harris before Farmer) whose history waited for their key, and a new
+    one: a partition range of a dynamic dimension runs in registration order, so the runs do too."""
+    monkeypatch.setenv("ATOM_MAILBOXES_PER_RUN", "2")
+    instance.add_dynamic_partitions("mailbox", [HARRIS, FARMER])
+    export = write_export(tmp_path / "export", corpus_records({*MAILBOXES, FARMER}))
+    cursor = json.dumps({"history_waiting_for_key": [FARMER, HARRIS]})
+
+    result = _evaluate(instance, export, cursor=cursor)
+
+    assert isinstance(result, SensorResult)
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [HYATT]
+    assert [_covered(r) for r in result.run_requests] == [(HARRIS, FARMER), (HYATT, HYATT)]
+    assert json.loads(result.cursor or "") == {"history_waiting_for_key": []}
+
+
+def test_the_history_waits_while_no_complete_day_exists(
+    instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATOM_START_DATE today: no day is complete yet, so nothing is launched; the mailboxes are registered
+    (the daily schedule's catch-up syncs them once a day is complete)."""
+    monkeypatch.setenv("ATOM_START_DATE", dt.datetime.now(dt.timezone.utc).date().isoformat())
+    export = write_export(tmp_path / "export", corpus_records(MAILBOXES))
+
+    result = _evaluate(instance, export)
+
+    assert isinstance(result, SensorResult)
+    assert result.run_requests == []
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == sorted(MAILBOXES)
 
 
 def test_history_sync_can_be_turned_off(
@@ -153,7 +193,6 @@ def test_history_sync_can_be_turned_off(
 
 KEY = "sk-test-register"
 KEY_ENV = "ATOM_TEST_REGISTER_KEY"
-HYATT, HARRIS = "kevin.hyatt@enron.com", "steven.harris@enron.com"
 
 
 @pytest.fixture
@@ -250,6 +289,32 @@ def test_only_the_mailbox_whose_key_is_unusable_waits(
     assert {r.tags["atom/history_sync"] for r in history} == {HYATT}
     assert gate.tags[KEY_STATUS_GATE_TAG] == HARRIS
     assert json.loads(result.cursor or "") == {"history_waiting_for_key": [HARRIS]}
+
+
+def test_a_held_back_mailbox_breaks_a_range(
+    instance: DagsterInstance, tmp_path: Path, server: OpenAICompatibleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Farmer, Hyatt, Harris registered in that order, Hyatt's key not set: a range farmer..harris would
+    cover Hyatt too, so the others run alone, and Hyatt's history follows once its key is usable."""
+    monkeypatch.delenv("HYATT_KEY", raising=False)
+    export = write_export(tmp_path / "export", corpus_records({HYATT, HARRIS, FARMER}))
+    extractor = _llm_extractor(server, tenant_keys=f"{HYATT}=HYATT_KEY")
+
+    result = _evaluate(instance, export, extractor)
+
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [FARMER, HYATT, HARRIS]
+    history, (gate,) = _split(result)
+    assert [_covered(r) for r in history] == [(FARMER, FARMER), (HARRIS, HARRIS)]
+    assert [r.run_key for r in history] == [f"history:{FARMER}..{FARMER}:1", f"history:{HARRIS}..{HARRIS}:1"]
+    assert gate.tags[KEY_STATUS_GATE_TAG] == HYATT
+    _register(instance, result)
+
+    monkeypatch.setenv("HYATT_KEY", KEY)
+    released = _evaluate(instance, export, extractor, cursor=result.cursor)
+
+    history, gates = _split(released)
+    assert gates == [] and [_covered(r) for r in history] == [(HYATT, HYATT)]
+    assert json.loads(released.cursor or "") == {"history_waiting_for_key": []}
 
 
 def test_a_missing_chain_model_holds_the_history_and_a_new_problem_asks_again(
