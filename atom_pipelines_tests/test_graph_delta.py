@@ -1,10 +1,13 @@
 """Incremental sync and historical sync through the Graph-compatible server, end to end in Dagster.
 
-- Delta: created, changed and removed messages re-materialize exactly their (mailbox, day) partitions, and
-  the store then equals a full resync into a fresh database (messages, entities, relations, links). An
-  expired delta token starts a full resync that also finds a removal made while it was expired.
-- History: registering a mailbox asks for its history in chunks; a chunk that fails half way (Graph's
-  access policy refuses one request) is re-executed from failure, and the store then equals a clean sync.
+- Delta: created, changed and removed messages re-materialize exactly their mailbox-days (a run of the
+  mailbox's partition whose day tags ``atom/first_day`` = ``atom/last_day`` name the day), and the store then
+  equals a full resync into a fresh database (messages, entities, relations, links). An expired delta token
+  starts a full resync that also finds a removal made while it was expired. Days not complete yet, or
+  before ATOM_START_DATE, wait.
+- History: registering a mailbox asks for its history as one catch-up run of its partition (no day tags);
+  a run that fails half way (Graph's access policy refuses a later page) records its days failed, is
+  re-executed from failure, and the store then equals a clean sync, every day done.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from dagster import (
     reconstructable,
 )
 
+from atom_pipelines.config import load_settings
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.mail.msgraph import GraphMailSource
-from atom_pipelines.partitions import partition_key
+from atom_pipelines.partitions import days_between
 from atom_pipelines.sensors import graph_delta_sync, register_mailboxes
 from atom_pipelines.store.resource import MailStore, dispose_engine
+from atom_pipelines.tags import DELTA_SYNC_TAG, FIRST_DAY_TAG, LAST_DAY_TAG, MAILBOX_TAG, PARTITION_TAG
 from atom_pipelines_tests.conftest import corpus_records
 from atom_pipelines_tests.graph_jobs import mail_to_links_from_env
 from atom_pipelines_tests.helpers import PARTITIONED_CHAIN, materialize_days
@@ -97,12 +102,25 @@ def evaluate_delta(instance: DagsterInstance, source: GraphMailSource, database_
     return graph_delta_sync(context)
 
 
+def requested_days(result: SensorResult) -> set[tuple[str, dt.date]]:
+    """The (mailbox, day) of each delta request, checking its shape: the mailbox's partition, one day as both
+    day tags, a run key naming mailbox, day and when the change was noted."""
+    days = set()
+    for request in result.run_requests:
+        mailbox, first, last = request.partition_key, request.tags[FIRST_DAY_TAG], request.tags[LAST_DAY_TAG]
+        assert first == last, request.tags
+        assert request.tags[MAILBOX_TAG] == mailbox
+        assert request.tags[DELTA_SYNC_TAG]  # why: the folder and the message created, changed or removed
+        assert request.run_key.startswith(f"delta:{mailbox}:{first}:")
+        days.add((mailbox, dt.date.fromisoformat(first)))
+    assert len(days) == len(result.run_requests)  # one run per changed mailbox-day
+    return days
+
+
 def run_requested(
     instance: DagsterInstance, result: SensorResult, source: GraphMailSource, database_url: str
-) -> set[str]:
-    keys = set()
+) -> set[tuple[str, dt.date]]:
     for request in result.run_requests:
-        keys.add(request.partition_key)
         outcome = materialize(
             PARTITIONED_CHAIN,
             partition_key=request.partition_key,
@@ -111,7 +129,9 @@ def run_requested(
             tags=request.tags,
         )
         assert outcome.success
-    return keys
+        (materialization,) = outcome.asset_materializations_for_node("outlook_messages")
+        assert materialization.metadata["mailbox_days_covered"].value == 1  # that day only
+    return requested_days(result)
 
 
 @pytest.mark.postgres
@@ -144,8 +164,8 @@ def test_delta_changes_end_in_the_state_of_a_full_resync(
 
     result = evaluate_delta(instance, source, postgres_database_url)
     assert isinstance(result, SensorResult)
-    expected_keys = {partition_key(MAILBOX, received_day(r)) for r in (created_from, changed, removed)}
-    assert run_requested(instance, result, source, postgres_database_url) == expected_keys
+    expected_days = {(MAILBOX, received_day(r)) for r in (created_from, changed, removed)}
+    assert run_requested(instance, result, source, postgres_database_url) == expected_days
     assert MailStore(database_url=postgres_database_url).pending_days() == []
 
     again = evaluate_delta(instance, source, postgres_database_url)
@@ -159,9 +179,7 @@ def test_delta_changes_end_in_the_state_of_a_full_resync(
     resync = evaluate_delta(instance, source, postgres_database_url)
     assert "FULL RESYNC" in capsys.readouterr().err  # the sensor's log, as the daemon shows it
     assert isinstance(resync, SensorResult)
-    assert partition_key(MAILBOX, received_day(removed_later)) in run_requested(
-        instance, resync, source, postgres_database_url
-    )
+    assert (MAILBOX, received_day(removed_later)) in run_requested(instance, resync, source, postgres_database_url)
 
     # The same mailbox synced from scratch into a fresh database.
     fresh_instance = DagsterInstance.ephemeral()
@@ -188,13 +206,13 @@ def test_the_delta_sensor_skips_an_export_source(
     assert isinstance(result, SkipReason) and "not Microsoft Graph" in result.skip_message
 
 
-def test_a_registered_mailbox_gets_its_history_and_a_failed_chunk_resumes_from_failure(
+def test_a_registered_mailbox_gets_its_history_and_a_failed_run_resumes_from_failure(
     server: GraphServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, sqlite_database_url: str
 ) -> None:
     records = corpus_records({MAILBOX})
     days = sorted({received_day(r) for r in records})
     database_url = f"sqlite:///{tmp_path / 'history.sqlite'}"
-    monkeypatch.setenv("ATOM_MAX_PARTITIONS_PER_RUN", "31")
+    end_date = days[-1] + dt.timedelta(days=1)
     for name, value in {
         "ATOM_GRAPH_TENANT_ID": server.tenant_id,
         "ATOM_GRAPH_CLIENT_ID": server.client_id,
@@ -202,57 +220,123 @@ def test_a_registered_mailbox_gets_its_history_and_a_failed_chunk_resumes_from_f
         "ATOM_GRAPH_AUTHORITY_HOST": server.authority_host,
         "ATOM_GRAPH_API_URL": server.api_url,
         "ATOM_GRAPH_MAILBOXES": MAILBOX,
+        # Pages of 20: the mailbox's 58 messages are three pages, so a refused later page fails half way.
+        "ATOM_GRAPH_PAGE_SIZE": "20",
         "ATOM_DATABASE_URL": database_url,
         "DAGSTER_HOME": str(tmp_path / "home"),
         # A live mailbox's history runs to yesterday; the corpus mailbox's mail ends in 2002.
-        "ATOM_END_DATE": (days[-1] + dt.timedelta(days=1)).isoformat(),
+        "ATOM_END_DATE": end_date.isoformat(),
     }.items():
         monkeypatch.setenv(name, value)
     source = graph_source(server, database_url, mailboxes={MAILBOX})
+    settings = load_settings()
+    history_days = days_between(settings.start_date, end_date - dt.timedelta(days=1))
+    assert history_days[0] <= days[0] and history_days[-1] == days[-1]
 
     with instance_for_test() as instance:
         sensor_resources = {"mail_source": source, "extractor": EntityExtractor()}  # heuristic: no key to check
         registration = register_mailboxes(build_sensor_context(instance=instance, resources=sensor_resources))
         assert isinstance(registration, SensorResult)
         instance.add_dynamic_partitions("mailbox", list(registration.dynamic_partitions_requests[0].partition_keys))
-        chunks = registration.run_requests
-        assert len(chunks) >= 3
-        assert chunks[0].tags["dagster/asset_partition_range_start"] == partition_key(MAILBOX, days[0])
-        assert chunks[-1].tags["dagster/asset_partition_range_end"] == partition_key(MAILBOX, days[-1])
+        (history,) = registration.run_requests  # one mailbox: one catch-up run of its partition
+        assert history.tags[PARTITION_TAG] == history.tags[MAILBOX_TAG] == MAILBOX
+        assert FIRST_DAY_TAG not in history.tags and LAST_DAY_TAG not in history.tags
 
-        # Graph refuses the third chunk's listing once (an access policy applied mid-sync).
-        third_start = chunks[2].tags["dagster/asset_partition_range_start"].split("|")[0]
-        server.add_fault(Fault("access_denied", path_contains=f"ge+{third_start}T00%3A00%3A00Z"))
+        # Graph refuses the listing's second page once (an access policy applied mid-sync).
+        server.add_fault(Fault("access_denied", path_contains="%24skip="))
 
         job = reconstructable(mail_to_links_from_env)
-        outcomes = []
-        for chunk in chunks:
-            with execute_job(
-                job, instance=instance, tags=chunk.tags, run_config=IN_PROCESS, raise_on_error=False
-            ) as result:
-                outcomes.append((result.run_id, result.success))
-        failed = [run_id for run_id, success in outcomes if not success]
-        assert len(failed) == 1, outcomes
+        with execute_job(job, instance=instance, tags=history.tags, run_config=IN_PROCESS, raise_on_error=False) as run:
+            failed_id, failed_success = run.run_id, run.success
+        assert not failed_success
         assert server.faults_pending() == 0
         error_text = " ".join(
             event.dagster_event.event_specific_data.error.to_string()
-            for event in instance.all_logs(failed[0])
+            for event in instance.all_logs(failed_id)
             if event.dagster_event and event.dagster_event.is_step_failure
         )
         assert "ErrorAccessDenied" in error_text and "request-id" in error_text
+        # Every day of the failed step is recorded failed, with the error, and none is done.
+        store = MailStore(database_url=database_url)
+        statuses = store.day_statuses("outlook_messages", [MAILBOX], history_days[0], history_days[-1])[MAILBOX]
+        assert set(statuses) == set(history_days)
+        assert {status for status, _ in statuses.values()} == {"failed"}
+        assert all("ErrorAccessDenied" in detail for _, detail in statuses.values())
+        assert store.latest_done_days("outlook_messages") == {}
 
         # As the UI's "Re-execute from failure" does: the failed steps only, with the parent run's partition tags.
-        parent = instance.get_run_by_id(failed[0])
+        parent = instance.get_run_by_id(failed_id)
         with execute_job(
             job,
             instance=instance,
-            reexecution_options=ReexecutionOptions.from_failure(failed[0], instance),
-            tags={k: v for k, v in parent.tags.items() if k.startswith(("dagster/asset_partition_range", "atom/"))},
+            reexecution_options=ReexecutionOptions.from_failure(failed_id, instance),
+            tags={k: v for k, v in parent.tags.items() if k == PARTITION_TAG or k.startswith("atom/")},
             run_config=IN_PROCESS,
         ) as resumed:
             assert resumed.success
+        for asset in ("outlook_messages", "email_entities", "entity_links"):
+            recorded = store.day_statuses(asset, [MAILBOX], history_days[0], history_days[-1])[MAILBOX]
+            assert set(recorded) == set(history_days) and {s for s, _ in recorded.values()} == {"done"}, asset
 
     dispose_engine(database_url)
     clean_instance = DagsterInstance.ephemeral()
     full_sync(clean_instance, graph_source(server, sqlite_database_url), sqlite_database_url, days)
     assert_same_store(database_url, sqlite_database_url)
+
+
+def _delta_source(database_url: str) -> GraphMailSource:
+    """A Graph source that follows no folder: the sensor asks Graph nothing, the store's pending days decide."""
+    return GraphMailSource(
+        tenant_id="t", client_id="c", client_secret="s", delta_folders="", gate_database_url=database_url
+    )
+
+
+def test_the_delta_sensor_requests_each_complete_pending_day_with_its_day_tags(
+    instance: DagsterInstance, sqlite_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pending days (as a delta round notes them): a complete day of a registered mailbox is one run of the
+    mailbox's partition, that day as both day tags; today (not complete), a day before ATOM_START_DATE and
+    a mailbox not registered wait."""
+    monkeypatch.setenv("ATOM_START_DATE", "2001-01-01")
+    store = MailStore(database_url=sqlite_database_url)
+    instance.add_dynamic_partitions("mailbox", [MAILBOX])
+    now = dt.datetime.now(dt.timezone.utc)
+    today, changed = now.date(), dt.date(2001, 10, 17)
+    noted = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.timezone.utc)
+    reasons = {changed: "inbox: m1 changed", today: "inbox: m2 created", dt.date(2000, 12, 31): "inbox: m3 removed"}
+    store.note_delta_round(MAILBOX, "inbox", "https://graph.test/delta?token=1", reasons, noted)
+    store.note_delta_round("someone.else@enron.com", "inbox", "https://graph.test/delta?token=2", reasons, noted)
+
+    result = evaluate_delta(instance, _delta_source(sqlite_database_url), sqlite_database_url)
+
+    assert isinstance(result, SensorResult)
+    (request,) = result.run_requests
+    assert requested_days(result) == {(MAILBOX, changed)}
+    assert request.partition_key == MAILBOX
+    assert (request.tags[FIRST_DAY_TAG], request.tags[LAST_DAY_TAG]) == ("2001-10-17", "2001-10-17")
+    assert request.tags[DELTA_SYNC_TAG] == "inbox: m1 changed"
+    stored_noted = {(p["mailbox"], p["day"]): p["noted_at"] for p in store.pending_days()}[(MAILBOX, changed)]
+    assert request.run_key == f"delta:{MAILBOX}:2001-10-17:{stored_noted.isoformat()}"
+    # Requested every tick until the day is listed again; the run key keeps Dagster from launching it twice.
+    again = evaluate_delta(instance, _delta_source(sqlite_database_url), sqlite_database_url)
+    assert [r.run_key for r in again.run_requests] == [request.run_key]
+
+
+def test_the_delta_sensor_skips_when_only_incomplete_days_are_pending(
+    instance: DagsterInstance, sqlite_database_url: str
+) -> None:
+    store = MailStore(database_url=sqlite_database_url)
+    instance.add_dynamic_partitions("mailbox", [MAILBOX])
+    today = dt.datetime.now(dt.timezone.utc).date()
+    store.note_delta_round(
+        MAILBOX,
+        "inbox",
+        "https://graph.test/delta?token=1",
+        {today: "inbox: m2 created"},
+        dt.datetime.now(dt.timezone.utc),
+    )
+
+    result = evaluate_delta(instance, _delta_source(sqlite_database_url), sqlite_database_url)
+
+    assert isinstance(result, SkipReason)
+    assert result.skip_message == "no changed complete day pending in 1 mailbox(es)"
