@@ -340,6 +340,36 @@ def test_a_scheduled_catch_up_stores_every_day_not_done_and_a_second_run_does_no
     assert messages.count(f"catch-up of 1 mailbox(es), {days[0]}..{days[-1]}: 0 mailbox-day(s) not done yet") == 3
 
 
+def test_a_scheduled_range_run_catches_up_exactly_its_mailboxes(
+    instance: DagsterInstance, run_resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered Hyatt, Farmer, Harris, two a run: the range hyatt..farmer is resolved by Dagster in
+    registration order, so its run syncs those two, and Harris (alphabetically between them) is left to its
+    own run."""
+    monkeypatch.setenv("ATOM_START_DATE", CATCH_UP_START.isoformat())
+    monkeypatch.setenv("ATOM_END_DATE", CATCH_UP_END.isoformat())
+    instance.add_dynamic_partitions("mailbox", [HYATT, FARMER, HARRIS])
+    settings = config.load_settings()
+    chunked = _resolved(
+        build_daily_sync_schedule(settings.daily_sync_hour, settings.daily_sync_minute, 2), run_resources
+    )
+    job = Definitions(assets=PARTITIONED_CHAIN, jobs=[mail_to_links_job], resources=run_resources).resolve_job_def(
+        "mail_to_links"
+    )
+    ranged, single = _tick(instance, dt.datetime(2001, 10, 18, 6, 0, tzinfo=UTC), chunked).run_requests
+    assert (_covered(ranged), _covered(single)) == ([HYATT, FARMER], [HARRIS])
+
+    result = job.execute_in_process(instance=instance, tags=ranged.tags)
+
+    assert result.success
+    assert {m.partition for m in result.asset_materializations_for_node("outlook_messages")} == {HYATT, FARMER}
+    store: MailStore = run_resources["store"]
+    days = days_between(CATCH_UP_START, CATCH_UP_END - dt.timedelta(days=1))
+    for asset in CHAIN:
+        done = store.done_days(asset, [HYATT, FARMER, HARRIS], days[0], days[-1])
+        assert done == {(mailbox, day) for mailbox in (HYATT, FARMER) for day in days}, asset
+
+
 def test_a_catch_up_redoes_a_failed_day_only(
     instance: DagsterInstance, run_resources: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
