@@ -1,23 +1,27 @@
-"""entity_graph rebuilds by itself after entity_links changed: at most once per ATOM_GRAPH_REFRESH_MINUTES,
-never while entity_links is still being written, and through the daemon's ``entity_graph_freshness`` sensor.
+"""entity_graph rebuilds by itself after entity_links changed: at most once per ATOM_GRAPH_REFRESH_MINUTES, never
+while entity_links is still being written, and through the daemon's ``entity_graph_freshness`` sensor.
 
 What it protects: ``graph_refresh_condition`` (assets/entity_graph.py) and the sensor that evaluates it
 (sensors.py). A wrong condition either leaves the graph stale (nothing requested after links landed) or
-rebuilds it once per landed partition of a 365-day history sync (requested while links are in progress).
+rebuilds it once per landed run of a history sync over many mailboxes (requested while links are in progress).
 
 In process, ``dagster.evaluate_automation_conditions`` evaluates the real condition on stand-in assets with
-the production keys and partitions (``entity_links`` on the real ``mailbox_day_partitions``, ``entity_graph``
-unpartitioned on top): each ``Ticks.requested(minute)`` is one sensor evaluation at that minute of the hour,
-carrying the cursor forward as the daemon does. Evaluation times lie in the next hour, after every event the
-test writes, as in a deployment (where an evaluation never precedes the events it reads). Links land
-through real runs (``materialize``), and a run in progress is a real run: created and reported enqueued (as
-the QueuedRunCoordinator submits it), reported STARTING (as the queue's launch does) and executed by
-``execute_run``, what a run worker does with it. The instance is ``DagsterInstance.ephemeral()`` (in-memory
-storage): the same event log and run storage code, without the ~1 s per run that SQLite files cost.
+the production keys and partitions (``entity_links`` on the real ``mailbox_partitions``, one dynamic partition
+per mailbox, ``entity_graph`` unpartitioned on top): each ``Ticks.requested(minute)`` is one sensor evaluation
+at that minute of the hour, carrying the cursor forward as the daemon does. Evaluation times lie in the next
+hour, after every event the test writes, as in a deployment (where an evaluation never precedes the events it
+reads). Links land through real runs (``materialize``) of a mailbox's partition with a day as the run's day
+tags, as a date-range re-sync, the delta sensor or a catch-up run writes them (each run re-materializes the
+same mailbox partition: a day landing is a new materialization of its mailbox), and a run in progress is a
+real run: created and reported enqueued (as the QueuedRunCoordinator submits it), reported STARTING (as the
+queue's launch does) and executed by ``execute_run``, what a run worker does with it. The instance is
+``DagsterInstance.ephemeral()`` (in-memory storage): the same event log and run storage code, without the ~1 s
+per run that SQLite files cost.
 
 Through the daemon, on PostgreSQL: ``dagster dev`` with ATOM_GRAPH_REFRESH_MINUTES=1 and the production
-``dagster.yaml``; once the sensor has evaluated once, one partition of ``mail_to_links``; then the sensor's
-own run of entity_graph, whose checks pass and whose graph_edges lead to that day's e-mails.
+``dagster.yaml``; once the sensor has evaluated once, one mailbox-day of ``mail_to_links`` (the mailbox's
+partition, the day as ``atom/first_day`` and ``atom/last_day``); then the sensor's own run of entity_graph,
+whose checks pass and whose graph_edges lead to that day's e-mails.
 """
 
 from __future__ import annotations
@@ -57,8 +61,9 @@ from dagster._core.utils import make_new_backfill_id
 
 from atom_pipelines.assets.entity_graph import entity_graph, graph_refresh_condition
 from atom_pipelines.config import load_settings
-from atom_pipelines.partitions import DATE_DIMENSION, MAILBOX_DIMENSION, mailbox_day_partitions, partition_key
+from atom_pipelines.partitions import MAILBOX_DIMENSION, mailbox_partitions
 from atom_pipelines.sensors import entity_graph_freshness
+from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG, PARTITION_TAG
 from atom_pipelines_tests.conftest import REPO_ROOT, corpus_records
 from atom_pipelines_tests.dagster_dev import (
     LOCATION,
@@ -78,6 +83,8 @@ from atom_pipelines_tests.dagster_dev import (
 )
 
 MAILBOX = "kevin.hyatt@enron.com"
+#: The mailboxes registered in process: a backfill covers several mailbox partitions.
+MAILBOXES = [MAILBOX, "daren.farmer@enron.com", "steven.harris@enron.com"]
 LINKS = AssetKey("entity_links")
 GRAPH = AssetKey("entity_graph")
 DAYS = [dt.date(2001, 11, 26) + dt.timedelta(days=i) for i in range(5)]
@@ -86,9 +93,9 @@ DAYS = [dt.date(2001, 11, 26) + dt.timedelta(days=i) for i in range(5)]
 # -- The condition, in process ------------------------------------------------------------------------------
 
 
-@asset(partitions_def=mailbox_day_partitions, name="entity_links")
+@asset(partitions_def=mailbox_partitions, name="entity_links")
 def links_stand_in() -> None:
-    """entity_links' key and partitions (the real mailbox x day definition), without the store."""
+    """entity_links' key and partitions (the real mailbox partitions definition), without the store."""
 
 
 def graph_stand_in(minutes: int) -> AssetsDefinition:
@@ -132,7 +139,7 @@ class Ticks:
         self.cursor = None
         now = dt.datetime.now(dt.timezone.utc)
         self.hour = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
-        instance.add_dynamic_partitions(MAILBOX_DIMENSION, [MAILBOX])
+        instance.add_dynamic_partitions(MAILBOX_DIMENSION, MAILBOXES)
 
     def requested(self, minute: float) -> int:
         """One evaluation at ``minute`` past the hour (cron ticks fall on multiples of the interval):
@@ -148,24 +155,20 @@ class Ticks:
         assert result.get_num_requested(LINKS) == 0, "nothing but entity_graph has a condition"
         return result.get_num_requested(GRAPH)
 
-    def land(self, day: dt.date) -> None:
-        """One entity_links partition written by a run of its own (as a schedule, delta or history run)."""
-        result = materialize([links_stand_in], instance=self.instance, partition_key=partition_key(MAILBOX, day))
+    def land(self, day: dt.date, mailbox: str = MAILBOX) -> None:
+        """One mailbox-day of entity_links written by a run of its own (as a delta sync or a date-range
+        re-sync): the mailbox's partition, the day as the run's day tags."""
+        result = materialize([links_stand_in], instance=self.instance, partition_key=mailbox, tags=_day_tags(day))
         assert result.success
 
     def queue_links_run(self, day: dt.date) -> DagsterRun:
-        """A run of one entity_links partition waiting in the run queue (a history chunk behind others)."""
-        key = partition_key(MAILBOX, day)
+        """A run of one mailbox-day of entity_links waiting in the run queue (a history run behind others)."""
         run = self.instance.create_run_for_job(
             self.defs.resolve_job_def("links_job"),
             status=DagsterRunStatus.NOT_STARTED,
             asset_selection={LINKS},
             remote_job_origin=_origin("links_job"),
-            tags={
-                "dagster/partition": key,
-                f"dagster/partition/{DATE_DIMENSION}": day.isoformat(),
-                f"dagster/partition/{MAILBOX_DIMENSION}": MAILBOX,
-            },
+            tags={PARTITION_TAG: MAILBOX, **_day_tags(day)},
         )
         return self._enqueue(run)
 
@@ -201,6 +204,10 @@ class Ticks:
         result = execute_run(InMemoryJob(job), self.instance.get_run_by_id(run.run_id), self.instance)
         assert result.success
         assert self.instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
+
+
+def _day_tags(day: dt.date) -> dict[str, str]:
+    return {FIRST_DAY_TAG: day.isoformat(), LAST_DAY_TAG: day.isoformat()}
 
 
 @pytest.fixture
@@ -298,21 +305,21 @@ def test_nothing_is_requested_while_a_links_run_is_queued_or_starting(ticks: Tic
     assert ticks.requested(17) == 0, "requested while a links run is starting"
     assert ticks.requested(31) == 0, "requested while a links run is starting"
     ticks.execute(later_chunk)
-    assert ticks.instance.get_latest_materialization_event(LINKS).asset_materialization.partition == partition_key(
-        MAILBOX, DAYS[1]
-    )
+    latest = ticks.instance.get_latest_materialization_event(LINKS)
+    assert (latest.run_id, latest.asset_materialization.partition) == (later_chunk.run_id, MAILBOX)
+    assert ticks.instance.get_run_by_id(later_chunk.run_id).tags[FIRST_DAY_TAG] == DAYS[1].isoformat()
     assert ticks.requested(32) == 1, "not requested once the links run ended"
     assert ticks.requested(33) == 0
 
 
 def test_nothing_is_requested_while_a_links_backfill_is_in_progress(ticks: Ticks) -> None:
-    """A UI backfill launches its runs one by one: between them, its partitions not yet written are in
-    progress only through the backfill."""
+    """A UI backfill of several mailboxes launches its runs one by one: between them, its mailbox
+    partitions not yet written are in progress only through the backfill."""
     assert ticks.requested(1) == 0
     backfill = PartitionBackfill.from_asset_partitions(
         backfill_id=make_new_backfill_id(),
         asset_graph=ticks.defs.resolve_asset_graph(),
-        partition_names=[partition_key(MAILBOX, day) for day in DAYS[:3]],
+        partition_names=MAILBOXES,
         asset_selection=[LINKS],
         backfill_timestamp=time.time(),
         tags={},
@@ -323,11 +330,11 @@ def test_nothing_is_requested_while_a_links_backfill_is_in_progress(ticks: Ticks
         run_config=None,
     )
     ticks.instance.add_backfill(backfill)
-    ticks.land(DAYS[0])  # the backfill's first run
+    ticks.land(DAYS[0], MAILBOXES[0])  # the backfill's first run
     assert ticks.requested(2) == 0
     assert ticks.requested(16) == 0, "requested while a links backfill is in progress"
-    ticks.land(DAYS[1])
-    ticks.land(DAYS[2])
+    ticks.land(DAYS[0], MAILBOXES[1])
+    ticks.land(DAYS[0], MAILBOXES[2])
     assert ticks.requested(17) == 0, "requested while the backfill is still in progress"
     ticks.instance.update_backfill(backfill.with_status(BulkActionStatus.COMPLETED_SUCCESS))
     assert ticks.requested(18) == 1, "not requested once the backfill completed"
