@@ -150,7 +150,10 @@ def register_mailboxes(
     to_sync: list[str] = []
     if settings.history_sync_on_register:
         if latest_complete_day(dt.datetime.now(dt.timezone.utc)) is None:
-            context.log.info(f"no complete day exists yet; the history sync of {_named(new + waiting)} waits for one")
+            context.log.info(
+                f"no complete day exists yet: no history sync for {_named(new + waiting)}; the daily schedule's "
+                "catch-up syncs them from the first day that completes"
+            )
         else:
             to_sync = sorted({*new, *waiting})
     usable: list[str] = []
