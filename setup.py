@@ -67,8 +67,15 @@ setup(
         "psutil>=5.9",
         # Client-side requests-per-minute pacing for the LLM provider.
         "pyrate-limiter>=3.7",
+        # ATOM_EXECUTOR=celery: each step a Celery task on RabbitMQ for workers on any machine
+        # (deployment/executors.py, deployment/celery_worker.py, docs/runbook/celery.md). A base requirement,
+        # not an extra: the workers run this package's own Celery app, and CI tests it (test_celery.py).
+        f"dagster-celery=={DAGSTER_LIBS_VERSION}",
     ],
     extras_require={
+        # ATOM_EXECUTOR=k8s: one Kubernetes Job per step. Only the deployment image needs it (and its
+        # kubernetes client), so it is an extra; choosing k8s without it fails the load naming this extra.
+        "k8s": [f"dagster-k8s=={DAGSTER_LIBS_VERSION}"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -84,6 +91,6 @@ setup(
             # The graph exports are written by our own streaming writer (entity_graph/exports.py: networkx's took
             # 48 s at 500k edges); the tests parse them with a real XML parser as well as networkx's readers.
             "lxml>=5",
-        ]
+        ],
     },
 )

@@ -1,1 +1,2 @@
-"""How the deployment runs: instance-level pieces that dagster.yaml names (the run launcher)."""
+"""How the deployment runs: the run launcher dagster.yaml names, the executor ATOM_EXECUTOR names, and the
+Celery workers' app."""
