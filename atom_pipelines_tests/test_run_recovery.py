@@ -71,6 +71,7 @@ from atom_pipelines.deployment.run_launcher import (
     worker_gone_reason,
 )
 from atom_pipelines.extraction.extractor import EntityExtractor
+from atom_pipelines.partitions import CHAIN
 from atom_pipelines.store.schema import metadata as store_metadata
 from atom_pipelines_tests import conftest
 from atom_pipelines_tests.conftest import corpus_records
@@ -121,9 +122,14 @@ QUEUED = [
 MAILBOXES = {KILLED[0], STUCK[0], BAD[0]}
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 #: Columns that say how long something took, not what was found.
-# When it happened, not what: a latency, and when a partition's quiet counts were recorded (the quiet
-# baseline's clock). Every other column of every row must equal a clean run's.
-VOLATILE_COLUMNS = {"extraction_outcomes": {"latency_ms"}, "model_quiet_counts": {"recorded_at"}}
+# When it happened, not what: a latency, when a partition's quiet counts were recorded (the quiet
+# baseline's clock), and which run recorded a mailbox-day's progress and when (the clean run's ids differ).
+# Every other column of every row must equal a clean run's: a mailbox-day's status, rows and detail too.
+VOLATILE_COLUMNS = {
+    "extraction_outcomes": {"latency_ms"},
+    "model_quiet_counts": {"recorded_at"},
+    "mailbox_days": {"run_id", "root_run_id", "recorded_at"},
+}
 NOT_RETRIED_MESSAGE = "Not retrying run since it failed due to an asset or op failure"
 WORKER_PID = re.compile(r"^Started process for run \(pid: (\d+)\)\.$")
 
@@ -379,6 +385,17 @@ def _partition_counts(database_url: str, table: str, mailbox: str, day: dt.date)
         engine.dispose()
 
 
+def _day_progress(database_url: str, mailbox: str, day: dt.date) -> set[tuple[str, str, str]]:
+    """(asset, status, root run) of one mailbox-day in the store's progress (``mailbox_days``)."""
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = sa.text("select asset, status, root_run_id from mailbox_days where mailbox = :m and day = :d")
+            return {tuple(row) for row in conn.execute(query, {"m": mailbox, "d": day})}
+    finally:
+        engine.dispose()
+
+
 def _claimed_slots(server: Server, pool: str = "openai") -> set[str]:
     limit = graphql(server, POOL_SLOTS, {"pool": pool})["instance"]["concurrencyLimit"]
     return {slot["runId"] for slot in limit["claimedSlots"]}
@@ -609,8 +626,12 @@ def test_killed_and_stuck_runs_recover_with_the_clean_rows(
         phase("clean run of the same partitions written in process")
     recovered = _store_rows(store_url)
     for partition in [KILLED, STUCK]:
-        for table in ("messages", "extraction_outcomes", "entities", "entity_links"):
+        for table in ("messages", "extraction_outcomes", "entities", "entity_links", "mailbox_days"):
             assert _partition_counts(clean_database_url, table, *partition) > 0, f"clean {table} of {partition} empty"
+        # The killed and the dead run's days are done for every asset of the chain, by the run they descend
+        # from (the re-execution and the automatic retry record their root run).
+        roots = {KILLED: killed, STUCK: stuck}
+        assert _day_progress(store_url, *partition) == {(asset, "done", roots[partition]) for asset in CHAIN}
     differences = {
         table: {"missing": clean[table] - recovered[table], "extra": recovered[table] - clean[table]}
         for table in clean
