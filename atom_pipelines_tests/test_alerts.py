@@ -14,7 +14,6 @@ receiver that is down, an SMTP server that refuses the login. Instance storage i
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import socket
@@ -48,8 +47,8 @@ from atom_pipelines.alerts import (
 from atom_pipelines.alerts.model import describe_failure, failing_partition
 from atom_pipelines.config import load_settings
 from atom_pipelines.extraction.extractor import EntityExtractor
-from atom_pipelines.partitions import mailbox_day_key
 from atom_pipelines.resources import build_alert_channels
+from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import PARTITIONED_CHAIN, check_results, materialize_days, resources
 from atom_pipelines_tests.servers.openai_server import Behaviour, OpenAICompatibleServer
@@ -298,8 +297,10 @@ def test_a_run_that_will_be_retried_is_alerted_on_its_final_attempt_only(
             PARTITIONED_CHAIN,
             instance=instance,
             resources=resources(bad_export, sqlite_database_url),
-            partition_key=mailbox_day_key(MAILBOX, dt.date.fromisoformat(DAY)),
+            partition_key=MAILBOX,
             tags={
+                FIRST_DAY_TAG: DAY,
+                LAST_DAY_TAG: DAY,
                 "dagster/parent_run_id": first_attempt,
                 "dagster/root_run_id": first_attempt,
                 "dagster/max_retries": "0",

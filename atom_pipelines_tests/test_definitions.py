@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import sqlalchemy as sa
-from dagster import AssetKey, DynamicPartitionsDefinition, EnvVar, MultiPartitionsDefinition
+from dagster import AssetKey, DynamicPartitionsDefinition, EnvVar
 
 from atom_pipelines.config import load_settings
 from atom_pipelines_tests.conftest import REPO_ROOT
@@ -28,11 +28,11 @@ def test_definitions_import_with_the_contract_names() -> None:
         "entity_graph",
         "llm_key_status",
     }
+    # One dynamic dimension named mailbox on the whole chain; the days are the run's (partitions.py).
     partitions = graph.get(AssetKey("outlook_messages")).partitions_def
-    assert isinstance(partitions, MultiPartitionsDefinition)
-    dims = {d.name: d.partitions_def for d in partitions.partitions_defs}
-    assert set(dims) == {"mailbox", "date"}
-    assert isinstance(dims["mailbox"], DynamicPartitionsDefinition) and dims["mailbox"].name == "mailbox"
+    assert isinstance(partitions, DynamicPartitionsDefinition) and partitions.name == "mailbox"
+    for name in ("email_entities", "entity_links"):
+        assert graph.get(AssetKey(name)).partitions_def == partitions
     assert graph.get(AssetKey("entity_graph")).partitions_def is None
     # The jobs: the partitioned chain with its own checks, and the freshness check alone.
     chain = defs.resolve_job_def("mail_to_links")

@@ -13,7 +13,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import sqlalchemy as sa
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, materialize
 from PIL import Image
 
 from atom_pipelines.extraction.extractor import EntityExtractor
@@ -23,8 +23,11 @@ from atom_pipelines.mail.models import utc_day
 from atom_pipelines.partitions import mailbox_day_key
 from atom_pipelines.provider_chain import ProviderSpec
 from atom_pipelines.store import schema
+from atom_pipelines.store.resource import MailStore
+from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG
 from atom_pipelines_tests.conftest import corpus_records, write_export
 from atom_pipelines_tests.helpers import (
+    PARTITIONED_CHAIN,
     check_metadata,
     check_results,
     materialize_days,
@@ -134,8 +137,16 @@ def test_a_mailbox_backfill_stores_every_message_with_entities_and_links(
     links = table_rows(database_url, schema.entity_links)
     assert {r[4] for r in links} >= {"sent_to", "works_at", "co_mention"}
 
-    materializations = instance.get_materialized_partitions(AssetKey("entity_links"))
-    assert len(materializations) == (LAST_DAY - FIRST_DAY).days + 1
+    # Dagster holds one partition, the mailbox; the store holds each of its days, done, for every asset.
+    assert instance.get_materialized_partitions(AssetKey("entity_links")) == {MAILBOX}
+    days = (LAST_DAY - FIRST_DAY).days + 1
+    progress = table_rows(database_url, schema.mailbox_days)
+    for asset in ("outlook_messages", "email_entities", "entity_links"):
+        recorded = [r for r in progress if r[0] == asset]
+        assert len(recorded) == days and {r[3] for r in recorded} == {"done"}, asset
+    assert {r[2]: r[4] for r in progress if r[0] == "outlook_messages" and r[4]} == received_days(hyatt_records)
+    (materialization,) = result.asset_materializations_for_node("entity_links")
+    assert materialization.metadata["mailbox_days_failed"].value == 0
 
 
 def test_materializing_twice_leaves_the_same_rows(
@@ -207,6 +218,12 @@ def test_a_broken_extractor_turns_the_check_red_and_stops_the_links(
         assert {r[6] for r in outcomes} == {Outcome.ERROR.value}
     assert instance.get_materialized_partitions(AssetKey("entity_links")) == set()
     assert "links_point_at_entities" not in check_results(result)
+    # The store's progress says the same: that day failed email_entities, naming the check; the messages
+    # are done; entity_links never ran, so it has no row (missing), and a catch-up retries the day.
+    progress = {(r[0], r[2]): (r[3], r[5]) for r in table_rows(database_url, schema.mailbox_days)}
+    assert progress[("email_entities", day)] == ("failed", "extraction_succeeded")
+    assert progress[("outlook_messages", day)] == ("done", "")
+    assert ("entity_links", day) not in progress
 
 
 def test_bad_export_records_never_vanish(
@@ -292,3 +309,56 @@ def test_entity_graph_spans_every_partition(
     assert f"person:{MAILBOX}" in [row["entity"] for row in top]
     assert [row["pagerank"] for row in top] == sorted((row["pagerank"] for row in top), reverse=True)
     assert [record.data["size"] for record in metadata["top_communities"].records][0] >= 2
+
+
+def test_a_blocking_check_records_its_mailbox_days_failed_and_a_repair_clears_them(
+    instance: DagsterInstance, database_url: str, tmp_path: Path, hyatt_records: list[dict]
+) -> None:
+    day = dt.date(2001, 10, 17)
+    good = [r for r in hyatt_records if r["receivedDateTime"].startswith("2001-10-17")]
+    export = write_export(tmp_path / "export", [*good, "{not json"], name="bad.jsonl")
+
+    failed = materialize_days(instance, resources(export, database_url), MAILBOX, day, raise_on_error=False)
+
+    assert not failed.success
+    progress = {(r[0], r[2]): (r[3], r[5]) for r in table_rows(database_url, schema.mailbox_days)}
+    assert progress == {("outlook_messages", day): ("failed", "no_quarantined_records")}
+    write_export(tmp_path / "export", good, name="bad.jsonl")  # the line fixed, as the runbook says
+
+    repaired = materialize_days(instance, resources(export, database_url), MAILBOX, day)
+
+    assert repaired.success
+    progress = {(r[0], r[2]): r[3] for r in table_rows(database_url, schema.mailbox_days)}
+    assert progress == {(asset, day): "done" for asset in ("outlook_messages", "email_entities", "entity_links")}
+
+
+@pytest.mark.parametrize(
+    ("tags", "named"),
+    [
+        ({FIRST_DAY_TAG: "2001-10-17"}, "has the tag atom/first_day but not atom/last_day"),
+        ({FIRST_DAY_TAG: "2001-10-18", LAST_DAY_TAG: "2001-10-17"}, "atom/first_day=2001-10-18 is after"),
+        ({FIRST_DAY_TAG: "17.10.2001", LAST_DAY_TAG: "2001-10-17"}, "atom/first_day='17.10.2001' is not a day"),
+        ({FIRST_DAY_TAG: "2000-01-01", LAST_DAY_TAG: "2000-01-02"}, "outside the days that may be synced"),
+    ],
+    ids=["one-tag", "backwards", "not-a-day", "before-start"],
+)
+def test_a_run_with_unusable_day_tags_fails_at_its_first_step_naming_the_tag(
+    instance: DagsterInstance, database_url: str, hyatt_export: Path, tags: dict[str, str], named: str
+) -> None:
+    instance.add_dynamic_partitions("mailbox", [MAILBOX])
+
+    result = materialize(
+        PARTITIONED_CHAIN,
+        instance=instance,
+        resources=resources(hyatt_export, database_url),
+        partition_key=MAILBOX,
+        tags=tags,
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "outlook_messages"
+    assert named in failure.event_specific_data.error.to_string()
+    store = MailStore(database_url=database_url)  # nothing was written: the step failed before the store
+    assert store.count(schema.messages) == store.count(schema.mailbox_days) == 0
