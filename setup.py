@@ -91,6 +91,8 @@ setup(
             # The graph exports are written by our own streaming writer (entity_graph/exports.py: networkx's took
             # 48 s at 500k edges); the tests parse them with a real XML parser as well as networkx's readers.
             "lxml>=5",
+            # The Helm values are validated against the official chart's JSON schema (test_k8s_config.py).
+            "jsonschema>=4.20",
         ],
     },
 )
