@@ -24,8 +24,10 @@ contents (what reasoning models sent in production) second.
    the same), "Launch 1 run" (a single run, not a backfill), the run read from the toast's link and awaited
    through GraphQL (FAILURE, the blocking check ``extraction_succeeded`` named), then the asset's page,
    "Checks" tab: ``extraction_succeeded`` reads "Failed" with the UI's red icon and a red evaluation tag;
-   the asset's "Partitions" tab lists the mailboxes as its partitions; the store records the day failed
-   for ``email_entities``, naming the check.
+   the asset's "Partitions" tab lists the mailboxes as its partitions, and the failing mailbox's latest
+   materialization counts its mailbox-days (3 done, 1 failed: a blocking check fails after its asset
+   materialized, so the partition itself reads materialized); the store records the day failed for
+   ``email_entities``, naming the check.
 
 Screenshots (asset graph, dialog filled in, completed backfill, the red check, the mailbox partitions, and
 the page at a failure)
@@ -372,10 +374,16 @@ def test_analyst_backfills_a_mailbox_and_sees_a_failed_extraction_red(
             page.wait_for_load_state("networkidle")  # icons are CSS masks of SVGs fetched after the render
             screenshots.take(page, "4-check-failed")
 
-            # The asset's partitions are the mailboxes (the days are in the store's mailbox_days).
+            # The asset's partitions are the mailboxes. A blocking check fails after its asset materialized, so
+            # the mailbox's partition reads materialized: its failed day is in the materialization's metadata,
+            # the mailbox-days of the mailbox (3 done by the backfill, FAILING_DAY failed).
             page.goto(f"http://127.0.0.1:{server.port}/assets/email_entities?view=partitions")
             for mailbox in MAILBOXES:
                 expect(page.get_by_text(mailbox, exact=True).first).to_be_visible()
+            page.get_by_text(MAILBOX, exact=True).first.click()
+            for key, value in (("mailbox_days_done", len(backfill_days)), ("mailbox_days_failed", 1)):
+                row = page.locator("tr").filter(has=page.get_by_text(key, exact=True))
+                expect(row.first).to_have_text(re.compile(rf"^\s*{key}\s*{value}\s*$"))
             page.wait_for_load_state("networkidle")
             screenshots.take(page, "5-mailbox-partitions")
         phase("browser closed, every process stopped")
