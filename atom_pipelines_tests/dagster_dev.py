@@ -243,6 +243,11 @@ def stop_group(process: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
         process.wait(timeout=10)
+        # SIGKILL is delivered at once but a member takes a moment to exit (on two loaded cores, more than
+        # one poll): wait for the group, not only its leader, before anyone counts survivors.
+        deadline = time.monotonic() + 10
+        while group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(POLL_S / 5)
 
 
 @contextmanager
