@@ -241,10 +241,10 @@ class Settings(BaseSettings):
         "register_mailboxes launches",
     )
     daily_mailboxes_per_run: WholeNumber = _setting(
-        100,
+        500,
         ge=1,
         accepts="an integer >= 1",
-        description="mailboxes per run of mail_to_links_daily (10,000 mailboxes: 100 runs a day)",
+        description="mailboxes per run of mail_to_links_daily (10,000 mailboxes: 20 runs a day)",
     )
     history_sync_on_register: Boolean = _setting(
         True,

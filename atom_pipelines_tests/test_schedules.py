@@ -157,7 +157,7 @@ def test_one_mailbox_is_one_run_of_its_partition(instance: DagsterInstance) -> N
 
 
 def test_many_mailboxes_are_one_range_run_in_registration_order(instance: DagsterInstance) -> None:
-    """Up to ATOM_DAILY_MAILBOXES_PER_RUN (100) mailboxes in one run: a partition range from the first
+    """Up to ATOM_DAILY_MAILBOXES_PER_RUN (500) mailboxes in one run: a partition range from the first
     registered to the last, not in alphabetical order."""
     instance.add_dynamic_partitions("mailbox", [HYATT, HARRIS, FARMER])
 

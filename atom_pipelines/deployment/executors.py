@@ -41,7 +41,7 @@ BACKEND_VARIABLE = "ATOM_CELERY_BACKEND_URL"
 #: ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged when its step has finished,
 #: not when a worker takes it. Celery's default acknowledges first, so a worker killed mid-step (OOM, a
 #: machine gone) loses the task: nobody sends its result and the run worker waits on it for ever, STARTED,
-#: with a healthy run worker that run monitoring sees nothing wrong with (measured, test_celery.py). Late,
+#: with a healthy run worker that run monitoring sees nothing wrong with (measured during development, by a deployment test not yet landed). Late,
 #: the broker hands the unacknowledged step to another worker when the dead worker's connection closes; the
 #: step's writes are idempotent (each partition's rows replaced in one transaction), so running it again is
 #: safe. ``worker_cancel_long_running_tasks_on_connection_loss``: a worker that loses the broker while a
