@@ -435,3 +435,18 @@ def test_every_attempt_logs_one_greppable_line_and_a_give_up_line_counts_the_att
     assert give_up.startswith("extraction gave up mailbox=kay.mann@enron.com message=m-1 after 2 attempt(s): ")
     assert "gpt-4o-mini: ungrounded" in give_up and "gpt-4o: truncated" in give_up
     assert KEY not in caplog.text
+
+
+def test_a_successful_attempt_logs_at_debug_and_a_failed_one_at_warning(
+    server: OpenAICompatibleServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Dagster writes an event-log row per managed log record at dagster.yaml's python_log_level (INFO): a
+    # success per message at INFO was one database write per message (bench/corpus_daemon.py).
+    server.script([Behaviour("null")], model="gpt-4o-mini")
+    with caplog.at_level(logging.DEBUG, logger="atom_pipelines.extraction.session"):
+        (result,) = extractor(server.base_url, chain="openai:gpt-4o-mini,openai:gpt-4o").extract_all([MESSAGE])
+
+    assert result.succeeded and result.accepted.model == "gpt-4o"
+    attempts = [(r.levelno, ATTEMPT_LINE.match(r.getMessage())) for r in caplog.records]
+    attempts = [(level, m["outcome"]) for level, m in attempts if m]
+    assert attempts == [(logging.WARNING, "no_content"), (logging.DEBUG, "entities")]

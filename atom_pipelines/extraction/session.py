@@ -181,8 +181,14 @@ def log_attempt(message: MessageText, attempt: Attempt, number: int, chain_lengt
     ``extraction attempt 2/3 mailbox=... message=... provider=openai model=gpt-4o outcome=entities
     latency_ms=812 tokens=640+88 cache=miss preview="{...}"`` and, when it failed, `` reason="..."`` and
     what happens next (``falling through`` or ``chain stops``). The preview is the first 240 characters of
-    what came back with addresses and key-like strings masked (answers.preview)."""
-    level = logging.INFO if attempt.outcome.succeeded else logging.WARNING
+    what came back with addresses and key-like strings masked (answers.preview).
+
+    A successful attempt logs at DEBUG, a failed one at WARNING. Dagster turns every record of the managed
+    ``atom_pipelines`` loggers at or above dagster.yaml's ``python_log_level`` (INFO) into an event-log row:
+    at INFO, a success per message was 2,860 of the corpus's 3,058 events through the daemon (one database
+    write each, in the extraction step), and the same fields are already stored per attempt in
+    ``extraction_outcomes``. Failures, the lines an operator greps for, stay events."""
+    level = logging.DEBUG if attempt.outcome.succeeded else logging.WARNING
     usage: TokenUsage = attempt.usage
     if attempt.outcome.succeeded:
         tail = ""
