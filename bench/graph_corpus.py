@@ -11,7 +11,9 @@ What it prints.
 * 30 merges and 30 refusals, for a reviewer to judge (each: mailbox, the name as written, the person, the rule);
 * one count per e-mail: links, link counts removed because another mailbox's copy of the same e-mail was
   already counted, e-mails held by more than one mailbox;
-* the build's seconds per stage, and whether the re-run gave the same graph.
+* the build's seconds per stage, and whether the re-run gave the same graph;
+* Louvain: the build's (scikit-network) against networkx's on the same undirected graph, in this process:
+  seconds, communities and modularity of each.
 
     python bench/graph_corpus.py [--review 30]
 """
@@ -23,6 +25,7 @@ import datetime as dt
 import random
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +33,17 @@ from sqlalchemy import select
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # atom_pipelines_tests is not installed: its corpus helpers come from the checkout
-from atom_pipelines.entity_graph.analysis import GraphOptions, build_entity_graph, email_keys  # noqa: E402
+import networkx as nx  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from atom_pipelines.entity_graph.analysis import (  # noqa: E402
+    LOUVAIN_SEED,
+    GraphOptions,
+    _communities,
+    _networks,
+    build_entity_graph,
+    email_keys,
+)
 from atom_pipelines.entity_graph.links import link_entities  # noqa: E402
 from atom_pipelines.extraction.extractor import EntityExtractor  # noqa: E402
 from atom_pipelines.extraction.run import extract_entities  # noqa: E402
@@ -74,6 +87,31 @@ def shared_emails(store: MailStore) -> tuple[int, int]:
     return len(shared), int((shared - 1).sum())
 
 
+def louvain_comparison(tables: dict[str, list[dict]]) -> str:
+    """The build's Louvain (scikit-network) against networkx's on the same undirected graph, in this process:
+    seconds and modularity of each partition."""
+    nodes = pd.DataFrame(tables["graph_nodes"])
+    edges = pd.DataFrame(tables["graph_edges"])
+    undirected, _ = _networks(nodes, edges)
+    started = time.perf_counter()
+    ours = _communities(undirected)
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    theirs = nx.community.louvain_communities(undirected, weight="weight", seed=LOUVAIN_SEED)
+    theirs_s = time.perf_counter() - started
+    groups: dict[int, set] = {}
+    for node, community in ours.items():
+        groups.setdefault(community, set()).add(node)
+    q_ours = nx.community.modularity(undirected, list(groups.values()), weight="weight")
+    q_theirs = nx.community.modularity(undirected, theirs, weight="weight")
+    return (
+        f"Louvain on {undirected.number_of_nodes()} nodes, {undirected.number_of_edges()} undirected edges: "
+        f"scikit-network (the build's) {ours_s:.2f} s, {len(groups)} communities, modularity {q_ours:.4f}; "
+        f"networkx {theirs_s:.2f} s, {len(theirs)} communities, modularity {q_theirs:.4f}; "
+        f"speed-up {theirs_s / ours_s:.1f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--review", type=int, default=30, help="merges and refusals printed for review")
@@ -115,6 +153,7 @@ def main() -> None:
     )
     print(f"full build ({first.reason}): {sum(first.seconds.values()):.2f} s {first.seconds}")
     print(f"second build: {second.mode} ({second.reason}): {sum(second.seconds.values()):.2f} s")
+    print(louvain_comparison(tables_first))
     same = tables_first == tables_second
     print(f"second build gave identical graph tables: {same}")
     if not same:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from scipy.sparse import csgraph
+from sknetwork.clustering import Louvain
 from sqlalchemy import func, select
 
 from atom_pipelines.entity_graph import exports
@@ -444,11 +445,28 @@ def _pagerank(directed: nx.DiGraph) -> dict[str, float]:
 
 
 def _communities(undirected: nx.Graph) -> dict[str, int]:
-    """Louvain (networkx, fixed seed) numbered by size, largest first, ties by smallest member key."""
-    if undirected.number_of_nodes() == 0:
+    """Louvain communities numbered by size, largest first, ties by smallest member key.
+
+    scikit-network's Louvain on the weighted adjacency matrix rather than networkx's: the same modularity
+    optimisation, compiled. On the corpus's graph (13,917 nodes, 302,066 undirected edges) networkx took
+    5.9 s, scikit-network 0.3 s, at modularity 0.7339 and 0.7335 (``bench/graph_corpus.py``). Nodes are
+    visited in a shuffled order, as networkx visits them: in sorted order the same seed reached only 0.7203.
+    Nodes sorted before the seeded shuffle, so a re-run gives the same communities."""
+    keys = sorted(undirected)
+    if not keys:
         return {}
-    found = nx.community.louvain_communities(undirected, weight="weight", seed=LOUVAIN_SEED)
-    ordered = sorted((sorted(c) for c in found), key=lambda members: (-len(members), members[0]))
+    index = {key: number for number, key in enumerate(keys)}
+    triples = [(index[a], index[b], weight) for a, b, weight in undirected.edges(data="weight", default=1.0)]
+    if not triples:  # no edge at all: every node is a community of its own (what Louvain finds)
+        return {key: number for number, key in enumerate(keys)}
+    rows, cols, weights = (np.array(column) for column in zip(*triples, strict=True))
+    # scikit-network checks for the scipy matrix classes, not the newer sparse arrays.
+    adjacency = sparse.coo_matrix((weights, (rows, cols)), shape=(len(keys), len(keys)), dtype=float)
+    labels = Louvain(shuffle_nodes=True, random_state=LOUVAIN_SEED).fit_predict((adjacency + adjacency.T).tocsr())
+    found: dict[int, list[str]] = {}
+    for key, label in zip(keys, labels.tolist(), strict=True):
+        found.setdefault(label, []).append(key)  # keys in sorted order, so each community's list is sorted
+    ordered = sorted(found.values(), key=lambda members: (-len(members), members[0]))
     return {member: number for number, members in enumerate(ordered) for member in members}
 
 
