@@ -394,3 +394,24 @@ def test_nothing_found_is_none_found_with_a_reason(msg: MessageText) -> None:
     assert attempt.outcome.succeeded  # a valid answer that found nothing, not a failure
     assert attempt.mentions == ()
     assert attempt.reason == "no participant or pattern found"
+
+
+def test_a_body_organization_whose_label_two_domains_share_gets_one_key_whatever_the_hash_seed() -> None:
+    """enron.com and enron.net both label "Enron": the body's "Enron" must be keyed the same in every process
+    (Celery workers each hash strings their own way; set order had made it depend on PYTHONHASHSEED)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from atom_pipelines_tests.test_heuristic import message, extract, Participant, Role\n"
+        "msg = message('We met with Enron today.', sender=Participant('Ann Lee', 'ann.lee@enron.net'),\n"
+        "              to=(Participant('Bo Chu', 'bo.chu@enron.com'), Participant('Cy Ng', 'cy.ng@enron.net')))\n"
+        "found = extract(msg)\n"
+        "print(sorted(k for k, m in found.items() if Role.TEXT in m.roles))\n"
+    )
+    seen = set()
+    for seed in ("0", "1", "2", "3", "4", "5"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        seen.add(done.stdout.strip())
+    assert seen == {"['organization:enron.com']"}, seen

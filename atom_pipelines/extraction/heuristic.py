@@ -117,7 +117,11 @@ def _body_name_mentions(
     A name already read as the greeting or sign-off of its line is left to that mention (one role, not two).
     """
     domains = _organization_domains(message, people)
-    labels = {domain.split(".")[0]: domain for domain in domains}
+    # Two domains can share a label (enron.com, enron.net): the first in sorted order names it, so the key
+    # does not depend on set order, that is on PYTHONHASHSEED (one process and another would disagree).
+    labels: dict[str, str] = {}
+    for domain in sorted(domains):
+        labels.setdefault(domain.split(".")[0], domain)
     for found in body_names.find_names(message.body, people=_participant_names(people), organization_labels=labels):
         evidence = _evidence(message.body, found.start, found.end)
         if found.entity_type is EntityType.PERSON:
