@@ -2,8 +2,8 @@
 executors, dagster-celery's with the broker kept out of every config and snapshot, and dagster-k8s's only
 with its extra, failing the load by name without it.
 
-The Celery deployment tests (workers on RabbitMQ, a killed worker, a lost broker, the Graph gate and the
-openai pool across workers) were written this round but not yet made to pass; see the README's known limits.
+The Celery deployment itself (workers on RabbitMQ, a killed worker, a lost broker, the Graph gate and the
+openai pool across workers) is test_celery.py's.
 """
 
 from __future__ import annotations

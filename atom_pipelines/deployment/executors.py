@@ -107,11 +107,14 @@ def _celery_executor(settings: Settings) -> ExecutorDefinition:
         """dagster-celery's executor, failing with the (masked) broker named when the broker is unreachable."""
 
         def execute(self, plan_context: Any, execution_plan: Any) -> Iterator[Any]:
+            from amqp.exceptions import ConnectionError as AmqpConnectionError
             from kombu.exceptions import OperationalError
 
             try:
                 yield from super().execute(plan_context, execution_plan)
-            except (OperationalError, ConnectionError, TimeoutError) as exc:
+            # OSError: a broker lost while the run waits on a result surfaces as the transport's own
+            # ``OSError('Server unexpectedly closed connection')`` (amqp), not as kombu's OperationalError.
+            except (OperationalError, AmqpConnectionError, OSError) as exc:
                 raise CeleryBrokerError(
                     f"Celery broker {broker} ({BROKER_VARIABLE}) unreachable while the run sent or awaited "
                     f"its steps: {type(exc).__name__}: {exc}. The steps not yet finished were not run; "
