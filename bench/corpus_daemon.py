@@ -102,7 +102,10 @@ if _dir and "--multiprocessing-fork" in sys.argv:
 
     def _dump():
         _profile.disable()
-        _profile.dump_stats(os.path.join(_dir, f"run_worker_{os.getpid()}.prof"))
+        # Written aside, then renamed: a process stopped while dumping leaves no half file behind.
+        path = os.path.join(_dir, f"run_worker_{os.getpid()}.prof")
+        _profile.dump_stats(path + ".part")
+        os.replace(path + ".part", path)
 
     atexit.register(_dump)
 """
@@ -254,7 +257,9 @@ def profile_summary(profile_dir: Path, top: int = 25) -> str:
     files = sorted(profile_dir.glob("run_worker_*.prof"))
     if not files:
         return "no profiles were written (did the run workers exit normally?)"
-    stats = pstats.Stats(*map(str, files))
+    stats = pstats.Stats()
+    for file in files:
+        stats.add(str(file))
     by_package: Counter = Counter()
     total = 0.0
     rows = []
