@@ -181,11 +181,13 @@ class TcpProxy:
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         selector = selectors.DefaultSelector()
-        client.setblocking(False)
-        upstream.setblocking(False)
-        selector.register(client, selectors.EVENT_READ, upstream)
-        selector.register(upstream, selectors.EVENT_READ, client)
+        # Inside the try: stop() may close a pair just accepted before this thread set it up, and a closed
+        # socket ends its pump as any other closed connection does (that is the broker "going away").
         try:
+            client.setblocking(False)
+            upstream.setblocking(False)
+            selector.register(client, selectors.EVENT_READ, upstream)
+            selector.register(upstream, selectors.EVENT_READ, client)
             while not self._stop.is_set():
                 for key, _ in selector.select(timeout=0.2):
                     source: socket.socket = key.fileobj  # type: ignore[assignment]
