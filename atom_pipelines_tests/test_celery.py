@@ -474,11 +474,7 @@ def test_a_worker_killed_mid_step_hands_its_step_to_the_other_worker_and_the_run
             wait_for_mailboxes(web, {KILLED_MAILBOX})
             llm.set_default(Behaviour("latency", latency_ms=SLOW_LLM_MS))
             run_id = launch_mailbox_days(web, KILLED_MAILBOX, *KILLED_DAYS)
-            deadline = time.monotonic() + 180
-            while llm.requests == 0:
-                status = run_status(web, run_id)
-                assert time.monotonic() < deadline and status in ("QUEUED", "STARTING", "STARTED"), status
-                time.sleep(0.2)
+            _wait_for_llm(llm, web, run_id)
             [victim] = busy_workers(workers)
             step_task = victim.received()[-1]
             victim.kill()
