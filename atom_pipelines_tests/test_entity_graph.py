@@ -11,6 +11,7 @@ the broken input it exists for.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 from atom_pipelines.checks.entity_graph import entity_graph_check_results
+from atom_pipelines.entity_graph import exports
 from atom_pipelines.entity_graph.analysis import GraphOptions, build_entity_graph, graph_check_facts
 from atom_pipelines.partitions import MailboxWindow
 from atom_pipelines.store import schema
@@ -384,6 +386,81 @@ def test_the_exports_load_back_as_the_graph_of_the_tables(store: MailStore, tmp_
         assert graph.number_of_nodes() == report.nodes
         assert graph.number_of_edges() == len(edges)
     assert report.picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def carol_writes_alice() -> dict[str, Any]:
+    """A third e-mail, carol to alice: a new sent_to edge, so a rebuild changes every export file."""
+    return sent(
+        A,
+        "a3",
+        DAY_3,
+        "<m3@enron.com>",
+        "Lunch",
+        entities=[(CAROL, "Carol Cole", "person", "sender"), (ALICE, "Alice Archer", "person", "to")],
+        links=[(CAROL, ALICE, "sent_to")],
+    )
+
+
+def export_files(tmp_path: Path) -> dict[str, bytes]:
+    """Every file of the export folder, hidden partial files included."""
+    return {path.name: path.read_bytes() for path in sorted((tmp_path / "exports").iterdir())}
+
+
+def test_the_files_are_rendered_beside_the_commit_and_replaced_only_after_it(
+    store: MailStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_entity_graph(store, options(tmp_path))
+    before = export_files(tmp_path)
+    store_messages(store, [carol_writes_alice()])
+    export_dir = tmp_path / "exports"
+    seen_while_committing: list[str] = []
+
+    def commit_lost_once_the_files_are_staged(self, frames, build) -> None:  # noqa: ANN001 - MailStore.write_graph's
+        # The picture is staged last: once its partial file exists, every file is rendered and waits on us.
+        deadline = time.monotonic() + 30
+        while not list(export_dir.glob(".entity_graph.png.*.partial")):
+            assert time.monotonic() < deadline, "the files were not rendered while the tables were committing"
+            time.sleep(0.01)
+        seen_while_committing.extend(path.name for path in export_dir.iterdir())
+        raise OSError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(MailStore, "write_graph", commit_lost_once_the_files_are_staged)
+    with pytest.raises(OSError, match="server closed the connection"):
+        build_entity_graph(store, options(tmp_path))
+
+    # All four were staged beside the old ones while the commit ran, and none replaced them.
+    assert sorted(name.split(".")[1:3] for name in seen_while_committing if name.endswith(".partial")) == [
+        ["entity_graph", "gexf"],
+        ["entity_graph", "graphml"],
+        ["entity_graph", "json"],
+        ["entity_graph", "png"],
+    ]
+    assert export_files(tmp_path) == before  # the partial files are gone too
+
+    monkeypatch.undo()
+    report = build_entity_graph(store, options(tmp_path))
+    after = export_files(tmp_path)
+    assert sorted(after) == sorted(before) and all(after[name] != before[name] for name in before)
+    assert nx.read_graphml(report.exports.graphml).has_edge(CAROL, ALICE)
+
+
+def test_a_file_that_fails_to_render_fails_the_build_after_the_tables_landed(
+    store: MailStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_entity_graph(store, options(tmp_path))
+    before = export_files(tmp_path)
+    store_messages(store, [carol_writes_alice()])
+
+    def disk_full(graph: nx.MultiDiGraph) -> tuple[list[bytes], int]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(exports, "gexf_chunks", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_entity_graph(store, options(tmp_path))
+
+    assert export_files(tmp_path) == before  # GraphML and JSON were rendered, and renamed with nothing
+    assert (CAROL, ALICE, "sent_to") in edges_by_key(store)  # the tables are committed: the next build re-renders
+    assert len(rows(store, schema.graph_builds)) == 2
 
 
 # -- the checks ----------------------------------------------------------------------------------------------------

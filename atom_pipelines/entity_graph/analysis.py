@@ -155,7 +155,10 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
     nodes_ready: Future[pd.DataFrame] = Future()
     communities_ready: Future[pd.DataFrame] = Future()
     build_ready: Future[dict[str, Any]] = Future()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-tables") as writer:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-tables") as writer,
+        exports.StagedFiles() as staged,
+    ):
         written = writer.submit(
             store.write_graph,
             {
@@ -212,15 +215,21 @@ def build_entity_graph(store: MailStore, options: GraphOptions, now: dt.datetime
                 if not future.done():
                     future.set_exception(exc)
             raise
-        written.result()
-    watch.lap("write_tables")  # what the writer still needed after the metrics: the rest ran beside them
-
-    # The files follow the committed tables, so they never show a graph the store does not hold.
-    graph = _export_graph(nodes, edges)
-    exported = exports.write_exports(graph, options.export_dir)
-    watch.lap("exports")
-    picture = exports.draw_picture(graph, options.export_dir / "entity_graph.png")
-    watch.lap("picture")
+        # While the writer finishes (its COPY and commit wait on the database server, which indexes the rows
+        # on the other core), this thread renders the files beside their final names. They replace the
+        # previous files only after the commit, so they never show a graph the store does not hold; if the
+        # tables fail, no file changes. A file that fails to render fails the build after the tables landed,
+        # as when the files were written after them.
+        try:
+            graph = _export_graph(nodes, edges)
+            exported = exports.write_exports(graph, options.export_dir, staged)
+            watch.lap("exports")
+            picture = exports.draw_picture(graph, options.export_dir / exports.PICTURE_NAME, staged=staged)
+            watch.lap("picture")
+        finally:
+            written.result()
+        watch.lap("write_tables")  # what the writer still needed after the files: the rest ran beside them
+        staged.commit()
 
     components = list(nx.connected_components(undirected))
     people = nodes[nodes["entity_type"] == "person"]
@@ -596,24 +605,48 @@ def _dated(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return out
 
 
-def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
-    """The frame's rows as plain values (dates as dates, NaN as None), these columns only."""
-    out = _dated(frame, columns)
-    return out.astype(object).where(out.notna(), None).to_dict("records")
+#: What the export files carry per entity and per link: the graph tables' columns an analyst opens in Gephi.
+EXPORT_NODE_ATTRIBUTES = (
+    "label",
+    "entity_type",
+    "names",
+    "message_count",
+    "first_seen",
+    "last_seen",
+    "degree",
+    "weighted_degree",
+    "pagerank",
+    "betweenness",
+    "community",
+)
+EXPORT_EDGE_ATTRIBUTES = ("kind", "directed", "weight", "first_seen", "last_seen")
 
 
 def _export_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> nx.MultiDiGraph:
+    """The graph the files show, keyed by kind per pair; built from whole columns, not ``to_dict("records")``
+    and one ``add_edge`` per link (2.1 s against 1.5 s at the corpus's 300,000 links)."""
     graph = nx.MultiDiGraph()
-    attributes = ["label", "entity_type", "names", "message_count", "first_seen", "last_seen", "degree"]
-    attributes += ["weighted_degree", "pagerank", "betweenness", "community"]
-    for record in _records(nodes, ["entity_key", *attributes]):
-        graph.add_node(record.pop("entity_key"), **record)
-    for record in _records(
-        edges, ["source_key", "target_key", "kind", "directed", "weight", "first_seen", "last_seen"]
-    ):
-        source, target = record.pop("source_key"), record.pop("target_key")
-        graph.add_edge(source, target, key=record["kind"], **record)
+    keys, *node_values = _plain_columns(nodes, ["entity_key", *EXPORT_NODE_ATTRIBUTES])
+    node_data = (dict(zip(EXPORT_NODE_ATTRIBUTES, row, strict=True)) for row in zip(*node_values, strict=True))
+    graph.add_nodes_from(zip(keys, node_data, strict=True))
+    sources, targets, *link_values = _plain_columns(edges, ["source_key", "target_key", *EXPORT_EDGE_ATTRIBUTES])
+    kinds = link_values[EXPORT_EDGE_ATTRIBUTES.index("kind")]
+    link_data = (dict(zip(EXPORT_EDGE_ATTRIBUTES, row, strict=True)) for row in zip(*link_values, strict=True))
+    graph.add_edges_from(zip(sources, targets, kinds, link_data, strict=True))
     return graph
+
+
+def _plain_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
+    """Each column as a list of plain values, as ``DataFrame.to_dict`` gives them: dates as dates, NaN as None."""
+    out = []
+    for column in columns:
+        series = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            series = series.dt.date
+        if series.hasnans:
+            series = series.astype(object).where(series.notna(), None)
+        out.append(series.tolist())
+    return out
 
 
 def graph_check_facts(store: MailStore) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The entity graph as files people open: GraphML, GEXF (Gephi), node-link JSON, and a PNG of its core.
 
 Every file is written beside its final name and renamed over it (``os.replace``), so a reader never sees half
-a file and a write that fails leaves the previous file as it was.
+a file and a write that fails leaves the previous file as it was. The renames wait until every file is written
+(``StagedFiles``): a graph that cannot be exported changes no file, and the build renames its files only once
+its tables are committed.
 
 GraphML and GEXF are written by hand rather than by ``nx.write_graphml`` / ``nx.write_gexf``: on a synthetic
 graph of 100,000 entities and 500,000 links, networkx needed a converted copy of the graph (6 s: its writers
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 GRAPHML_NAME = "entity_graph.graphml"
 GEXF_NAME = "entity_graph.gexf"
 NODE_LINK_JSON_NAME = "entity_graph.json"
+PICTURE_NAME = "entity_graph.png"
 
 NAMES_SEPARATOR = " | "
 
@@ -77,53 +80,96 @@ class GraphExports:
     repaired_texts: int = 0
 
 
-def write_exports(graph: nx.MultiDiGraph, export_dir: Path) -> GraphExports:
+def write_exports(graph: nx.MultiDiGraph, export_dir: Path, staged: StagedFiles | None = None) -> GraphExports:
     """Write ``entity_graph.graphml``, ``entity_graph.gexf`` and ``entity_graph.json`` into ``export_dir``.
 
-    Each replaces its previous version atomically. Raises ``TypeError`` for an attribute value no format can
-    hold (or one attribute holding values of different types, which GraphML and GEXF cannot declare), and
-    ``ValueError`` for a NaN or infinite float (not JSON); the previous files are then left as they were.
+    The three replace their previous versions together once all three are written; with ``staged``, they are
+    only staged there, and replace the previous files when the caller commits. Raises ``TypeError`` for an
+    attribute value no format can hold (or one attribute holding values of different types, which GraphML and
+    GEXF cannot declare), and ``ValueError`` for a NaN or infinite float (not JSON); no file changes then.
     """
+    if staged is None:
+        with StagedFiles() as own:
+            exported = write_exports(graph, export_dir, own)
+            own.commit()
+        return exported
     export_dir.mkdir(parents=True, exist_ok=True)
     graphml, gexf, node_link_json = export_dir / GRAPHML_NAME, export_dir / GEXF_NAME, export_dir / NODE_LINK_JSON_NAME
-    # Both refusals (a value XML cannot type, a NaN JSON cannot hold) come from rendering GraphML and JSON, so
-    # both are rendered before any file is replaced: a graph that cannot be exported changes no file.
-    # GEXF renders the same values as GraphML and is rendered last, so the three documents are never all in
-    # memory at once.
+    # Each document is written and dropped before the next is rendered: the three are never all in memory.
     graphml_document, repaired_texts = graphml_chunks(graph)
-    node_link_document = node_link_json_bytes(graph)
-    with replaced_atomically(graphml) as handle:
+    with staged.open(graphml) as handle:
         handle.writelines(graphml_document)
     del graphml_document
-    with replaced_atomically(node_link_json) as handle:
-        handle.write(node_link_document)
-    del node_link_document
+    with staged.open(node_link_json) as handle:
+        handle.write(node_link_json_bytes(graph))
     gexf_document, _same_repairs = gexf_chunks(graph)
-    with replaced_atomically(gexf) as handle:
+    with staged.open(gexf) as handle:
         handle.writelines(gexf_document)
     return GraphExports(graphml, gexf, node_link_json, repaired_texts=repaired_texts)
+
+
+class StagedFiles:
+    """Files written beside their final names now, and renamed over them together later (``commit``).
+
+    The graph build renders its files while its tables are still being committed on another thread, and the
+    files must replace the previous ones only once the tables hold the graph they show. Leaving the block
+    without ``commit`` (an error anywhere) removes every staged file, and the previous files stay as they were.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (the written file, the name it is renamed to)
+
+    def __enter__(self) -> StagedFiles:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.discard()
+
+    @contextlib.contextmanager
+    def open(self, path: Path) -> Iterator[IO[bytes]]:
+        """A binary handle on a new file beside ``path``, staged to replace it when the block ends without
+        error; on any error (or interruption) the new file is removed.
+
+        The file is flushed to disk before it is staged, so a crash cannot leave ``path`` renamed onto
+        unwritten blocks.
+        """
+        # Hidden and unique: a reader listing *.graphml never picks it up, and two writers never share one.
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+        # os.open with 0o666, unlike tempfile's 0o600, lets the umask decide who may read the export.
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with open(descriptor, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        self._staged.append((partial, path))
+
+    def commit(self) -> None:
+        """Rename every staged file over its final name, in the order they were written."""
+        while self._staged:
+            partial, path = self._staged[0]
+            os.replace(partial, path)
+            del self._staged[0]
+
+    def discard(self) -> None:
+        while self._staged:
+            partial, _path = self._staged.pop()
+            partial.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def replaced_atomically(path: Path) -> Iterator[IO[bytes]]:
     """A binary handle on a new file beside ``path`` that replaces ``path`` when the block ends without error.
 
-    On any error (or interruption) the new file is removed and ``path`` keeps its previous content. The file
-    is flushed to disk before the rename, so a crash cannot leave ``path`` renamed onto unwritten blocks.
+    On any error (or interruption) the new file is removed and ``path`` keeps its previous content.
     """
-    # Hidden and unique: a reader listing *.graphml never picks it up, and two writers never share one.
-    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    # os.open with 0o666, unlike tempfile's 0o600, lets the umask decide who may read the export.
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(descriptor, "wb") as handle:
+    with StagedFiles() as staged:
+        with staged.open(path) as handle:
             yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        staged.commit()
 
 
 # ---------------------------------------------------------------------------------------------- node-link JSON
@@ -509,8 +555,11 @@ def picture_layout(links: PictureLinks) -> dict[Hashable, tuple[float, float]]:
     return positions
 
 
-def draw_picture(graph: nx.MultiDiGraph, path: Path, top_n: int = 40, max_edges: int = 120) -> Path:
-    """A PNG of the graph's core at ``path`` (1600 x 1200 px), written atomically like the exports.
+def draw_picture(
+    graph: nx.MultiDiGraph, path: Path, top_n: int = 40, max_edges: int = 120, staged: StagedFiles | None = None
+) -> Path:
+    """A PNG of the graph's core at ``path`` (1600 x 1200 px), written atomically like the exports (with
+    ``staged``, only staged there until the caller commits).
 
     What it shows is ``picture_figure``'s. Deterministic: the same graph gives the same bytes.
     """
@@ -519,7 +568,7 @@ def draw_picture(graph: nx.MultiDiGraph, path: Path, top_n: int = 40, max_edges:
     figure = picture_figure(graph, top_n, max_edges)
     canvas = FigureCanvasAgg(figure)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with replaced_atomically(path) as handle:
+    with staged.open(path) if staged is not None else replaced_atomically(path) as handle:
         canvas.print_png(handle)
     return path
 
