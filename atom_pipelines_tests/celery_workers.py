@@ -29,16 +29,14 @@ import pytest
 
 from atom_pipelines_tests.conftest import IN_CI, REPO_ROOT
 from atom_pipelines_tests.dagster_dev import (
-    LAUNCH_RUN,
-    LOCATION,
-    REPOSITORY,
     Daemon,
     Server,
-    _console_script,
-    _process_group,
+    console_script,
     graphql,
     group_members,
     launch_asset_backfill,
+    launch_run,
+    process_group,
     run_messages,
 )
 
@@ -224,7 +222,7 @@ def tcp_proxy(target: tuple[str, int] = (RABBITMQ_HOST, RABBITMQ_PORT)) -> Itera
 def worker_command(name: str, concurrency: int = 1) -> list[str]:
     """The operator's command (docs/runbook/celery.md): our app, the dagster queue, one process per slot."""
     return [
-        *_console_script("celery", "celery"),
+        *console_script("celery", "celery"),
         "-A",
         "atom_pipelines.deployment.celery_worker",
         "worker",
@@ -287,7 +285,7 @@ def celery_worker(env: dict[str, str], tmp_path: Path, name: str, concurrency: i
     """A worker as its own process group, ready (connected, consuming) when the block starts; stopped (warm
     shutdown, then SIGKILL) on the way out unless the block killed it."""
     log_path = tmp_path / f"celery_{name}.log"
-    with _process_group(worker_command(name, concurrency), worker_env(env), log_path) as process:
+    with process_group(worker_command(name, concurrency), worker_env(env), log_path) as process:
         worker = CeleryWorker(name=name, process=process, log_path=log_path)
         try:
             wait_until_ready(worker)
@@ -326,24 +324,6 @@ query RunConfig($runId: ID!) {
 """
 
 
-def launch_job(server: Server, job: str, tags: dict[str, str] | None = None, run_config: dict | None = None) -> str:
-    """Launch ``job`` as the launchpad does; returns the run id."""
-    launched = graphql(
-        server,
-        LAUNCH_RUN,
-        {
-            "executionParams": {
-                "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job},
-                "runConfigData": run_config or {},
-                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
-            }
-        },
-    )["launchRun"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        pytest.fail(f"launchRun of {job} answered {launched}", pytrace=False)
-    return launched["run"]["runId"]
-
-
 def run_config_yaml(server: Server, run_id: str) -> str:
     return graphql(server, RUN_CONFIG, {"runId": run_id})["runOrError"]["runConfigYaml"]
 
@@ -363,7 +343,7 @@ def launch_mailbox_days(
     from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG
 
     run_tags = {"dagster/partition": mailbox, FIRST_DAY_TAG: str(first), LAST_DAY_TAG: str(last), **(tags or {})}
-    return launch_job(server, "mail_to_links", run_tags)
+    return launch_run(server, "mail_to_links", run_tags)
 
 
 CHAIN_ASSETS = ("outlook_messages", "email_entities", "entity_links")

@@ -371,13 +371,13 @@ class Daemon:
             time.sleep(POLL_S / 5)
 
 
-def _console_script(name: str, module: str) -> list[str]:
+def console_script(name: str, module: str) -> list[str]:
     script = Path(sys.executable).with_name(name)
     return [str(script)] if script.exists() else [sys.executable, "-m", module]
 
 
 @contextmanager
-def _process_group(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+def process_group(command: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     """Start ``command`` in the repo root as its own process group; stop the whole group on the way out and
     fail if a member survives."""
     with log_path.open("ab") as log:
@@ -403,8 +403,8 @@ def dagster_webserver(env: dict[str, str], tmp_path: Path) -> Iterator[Server]:
     """``dagster-webserver -w workspace.yaml`` alone: the UI and GraphQL, no daemon (runs launched now queue)."""
     port = free_port()
     log_path = tmp_path / "dagster_webserver.log"
-    command = [*_console_script("dagster-webserver", "dagster_webserver"), "-w", "workspace.yaml"]
-    with _process_group([*command, "-h", "127.0.0.1", "-p", str(port)], env, log_path) as process:
+    command = [*console_script("dagster-webserver", "dagster_webserver"), "-w", "workspace.yaml"]
+    with process_group([*command, "-h", "127.0.0.1", "-p", str(port)], env, log_path) as process:
         server = Server(port=port, process=process, log_path=log_path)
         try:
             yield server
@@ -419,8 +419,8 @@ def dagster_daemon(env: dict[str, str], tmp_path: Path, log_name: str = "dagster
     """``dagster-daemon run -w workspace.yaml`` (queue, monitoring, retries, sensors) as its own group; may be
     killed inside the block (``Daemon.kill``) and started again with another block."""
     log_path = tmp_path / log_name
-    command = [*_console_script("dagster-daemon", "dagster._daemon"), "run", "-w", "workspace.yaml"]
-    with _process_group(command, env, log_path) as process:
+    command = [*console_script("dagster-daemon", "dagster._daemon"), "run", "-w", "workspace.yaml"]
+    with process_group(command, env, log_path) as process:
         daemon = Daemon(process=process, log_path=log_path, started_at=time.monotonic())
         try:
             yield daemon
@@ -484,6 +484,30 @@ query DaemonHealth {
 FINISHED_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
 
+def launch_run(
+    server: Server,
+    job: str,
+    tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
+    assets: list[str] | None = None,
+) -> str:
+    """The launchpad's "Launch run" of ``job`` with ``tags`` (no run config: the production executor), or
+    with ``assets`` an asset's "Materialize" (``__ASSET_JOB`` with that selection). The run is queued and the
+    daemon's run queue launches it (``dagster dev`` runs a daemon too). Returns the run id."""
+    selector: dict = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job}
+    if assets:
+        selector["assetSelection"] = [{"path": [asset]} for asset in assets]
+    params = {
+        "selector": selector,
+        "runConfigData": run_config or {},
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+    }
+    launched = graphql(server, LAUNCH_RUN, {"executionParams": params})["launchRun"]
+    if launched["__typename"] != "LaunchRunSuccess":
+        pytest.fail(f"launchRun of {job} answered {launched}", pytrace=False)
+    return launched["run"]["runId"]
+
+
 def launch_partition_run(
     server: Server, mailbox: str, day: object, tags: dict[str, str] | None = None, run_config: dict | None = None
 ) -> str:
@@ -492,22 +516,7 @@ def launch_partition_run(
     from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG
 
     partition_tags = {"dagster/partition": mailbox, FIRST_DAY_TAG: str(day), LAST_DAY_TAG: str(day)}
-    launched = graphql(
-        server,
-        LAUNCH_RUN,
-        {
-            "executionParams": {
-                "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": JOB},
-                "runConfigData": run_config or {},
-                "executionMetadata": {
-                    "tags": [{"key": k, "value": v} for k, v in {**partition_tags, **(tags or {})}.items()]
-                },
-            }
-        },
-    )["launchRun"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        pytest.fail(f"launchRun answered {launched}", pytrace=False)
-    return launched["run"]["runId"]
+    return launch_run(server, JOB, {**partition_tags, **(tags or {})}, run_config)
 
 
 def reexecute_from_failure(server: Server, run_id: str) -> str:

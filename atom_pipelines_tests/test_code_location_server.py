@@ -37,7 +37,6 @@ from atom_pipelines.tags import FIRST_DAY_TAG, LAST_DAY_TAG, PARTITION_TAG
 from atom_pipelines_tests.conftest import corpus_records
 from atom_pipelines_tests.dagster_dev import (
     JOB,
-    LAUNCH_RUN,
     LOCATION,
     POLL_S,
     REPOSITORY,
@@ -46,6 +45,7 @@ from atom_pipelines_tests.dagster_dev import (
     dagster_dev,
     deployment_env,
     graphql,
+    launch_run,
     python_error,
     run_errors,
     wait_for_location,
@@ -140,26 +140,9 @@ def _launch_partition_run(server: Server, tags: dict[str, str] | None = None) ->
     as the run's first and last day."""
     if tags is None:
         tags = {PARTITION_TAG: MAILBOX, FIRST_DAY_TAG: DAY.isoformat(), LAST_DAY_TAG: DAY.isoformat()}
-    launched = graphql(
-        server,
-        LAUNCH_RUN,
-        {
-            "executionParams": {
-                "selector": {
-                    "repositoryLocationName": LOCATION,
-                    "repositoryName": REPOSITORY,
-                    "jobName": JOB,
-                },
-                # No run config: the production executor (a subprocess per step), not in_process. In-process
-                # would save ~10 s here but would no longer load the code the way production's step workers do.
-                "runConfigData": {},
-                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-            }
-        },
-    )["launchRun"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        pytest.fail(f"launchRun answered {launched}", pytrace=False)
-    return launched["run"]["runId"]
+    # No run config: the production executor (a subprocess per step), not in_process. In-process would save
+    # ~10 s here but would no longer load the code the way production's step workers do.
+    return launch_run(server, JOB, tags)
 
 
 def _expected_messages(first: dt.date = DAY, last: dt.date = DAY) -> set[tuple[str, str]]:

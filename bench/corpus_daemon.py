@@ -68,15 +68,12 @@ from dagster._serdes import deserialize_value  # noqa: E402
 from atom_pipelines.partitions import mailbox_run_tags, mailbox_runs  # noqa: E402
 from atom_pipelines_tests import conftest  # noqa: E402
 from atom_pipelines_tests.dagster_dev import (  # noqa: E402
-    LAUNCH_RUN,
-    LOCATION,
-    REPOSITORY,
     Server,
     dagster_daemon,
     dagster_webserver,
     deployment_env,
-    graphql,
     launch_asset_backfill,
+    launch_run,
     wait_for_backfill,
     wait_for_location,
     wait_for_mailboxes,
@@ -326,23 +323,6 @@ def registered_mailboxes(engine: sa.Engine) -> list[str]:
                 sa.text("select partition from dynamic_partitions where partitions_def_name = 'mailbox' order by id")
             )
         )
-
-
-def launch_run(server: Server, job: str, tags: dict[str, str], assets: list[str] | None = None) -> str:
-    """The launchpad's "Launch run" (a job with tags) or an asset's "Materialize" (``__ASSET_JOB`` with an
-    asset selection): the run is queued and the daemon's run queue launches it. Returns the run id."""
-    selector: dict[str, Any] = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": job}
-    if assets:
-        selector["assetSelection"] = [{"path": [a]} for a in assets]
-    params = {
-        "selector": selector,
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-    }
-    launched = graphql(server, LAUNCH_RUN, {"executionParams": params})["launchRun"]
-    if launched["__typename"] != "LaunchRunSuccess":
-        raise RuntimeError(f"launchRun of {job} answered {launched}")
-    return launched["run"]["runId"]
 
 
 def launch_and_wait(launch: str, web: Server, engine: sa.Engine, mailboxes: list[str], per_run: int) -> list[str]:

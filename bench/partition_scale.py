@@ -64,10 +64,10 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from atom_pipelines_tests.dagster_dev import (  # noqa: E402
     LOCATION_QUERY,
+    console_script,
     free_port,
-    group_members,
     port_answers,
-    stop_group,
+    process_group,
 )
 
 ADMIN_URL = os.environ.get("ATOM_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
@@ -250,33 +250,6 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=5)
-
-
-def console_script(name: str, module: str) -> list[str]:
-    script = Path(sys.executable).with_name(name)
-    return [str(script)] if script.exists() else [sys.executable, "-m", module]
-
-
-@contextmanager
-def process_group(command: list[str], env: dict[str, str], log_path: Path):
-    """``command`` in the repo root as its own process group, stopped with the whole group on the way out."""
-    with log_path.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        stop_group(process)
-        leftovers = group_members(process.pid)
-        if leftovers:
-            log(f"WARNING: processes of {command[0]} survived the stop: {leftovers}")
 
 
 # -- GraphQL ------------------------------------------------------------------------------------------------
