@@ -35,22 +35,35 @@ if TYPE_CHECKING:
 BROKER_VARIABLE = "ATOM_CELERY_BROKER_URL"
 BACKEND_VARIABLE = "ATOM_CELERY_BACKEND_URL"
 
+#: How long a run sending a step waits for an unreachable broker before it fails (see CELERY_CONFIG_SOURCE).
+BROKER_WAIT_S = 30
+
 #: Celery settings both sides must agree on (the run worker that sends, the worker that executes), on top
 #: of dagster-celery's own (prefetch multiplier 1, the "dagster" queue, priorities).
 #:
 #: ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged when its step has finished,
 #: not when a worker takes it. Celery's default acknowledges first, so a worker killed mid-step (OOM, a
 #: machine gone) loses the task: nobody sends its result and the run worker waits on it for ever, STARTED,
-#: with a healthy run worker that run monitoring sees nothing wrong with (measured during development, by a deployment test not yet landed). Late,
+#: with a healthy run worker that run monitoring sees nothing wrong with (test_celery.py kills a worker). Late,
 #: the broker hands the unacknowledged step to another worker when the dead worker's connection closes; the
 #: step's writes are idempotent (each partition's rows replaced in one transaction), so running it again is
 #: safe. ``worker_cancel_long_running_tasks_on_connection_loss``: a worker that loses the broker while a
 #: step runs stops it, because the broker will hand that step to another worker (otherwise both run it).
+#: ``broker_transport_options``: a run that sends a step while the broker is unreachable keeps trying to
+#: connect, every second or two, for BROKER_WAIT_S before it fails naming the broker. kombu's default gives
+#: up after its 5 s connect timeout, so a broker restart of a few seconds failed every run sending a step
+#: meanwhile, the run_retries retry of a run the restart had failed included (test_celery.py's lost broker).
 CELERY_CONFIG_SOURCE: dict[str, Any] = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
     "worker_cancel_long_running_tasks_on_connection_loss": True,
     "broker_connection_retry_on_startup": True,
+    "broker_transport_options": {
+        "connect_retries_timeout": BROKER_WAIT_S,
+        "interval_start": 0,
+        "interval_step": 1,
+        "interval_max": 2,
+    },
 }
 
 K8S_EXTRA_HINT = (
