@@ -236,8 +236,14 @@ def _instance_from_values(values: dict[str, Any]) -> dict[str, Any]:
     concurrency, daemon = values["concurrency"], values["dagsterDaemon"]
     monitoring, retries, logs = daemon["runMonitoring"], daemon["runRetries"], values["pythonLogs"]
     assert concurrency["enabled"] is True, "the chart writes `concurrency:` only when concurrency.enabled"
-    assert daemon["runCoordinator"] == {"enabled": True, "type": "QueuedRunCoordinator"}
+    coordinator = daemon["runCoordinator"]
+    assert (coordinator["enabled"], coordinator["type"]) == (True, "QueuedRunCoordinator")
+    assert set(coordinator["config"]["queuedRunCoordinator"]) == {"dequeueIntervalSeconds"}, "limits go in concurrency"
     return {
+        # The chart writes it as run_coordinator's config; dagster.yaml as run_queue (the same setting).
+        "run_queue": {
+            "dequeue_interval_seconds": coordinator["config"]["queuedRunCoordinator"]["dequeueIntervalSeconds"]
+        },
         "concurrency.runs": {
             "max_concurrent_runs": concurrency["runs"]["maxConcurrentRuns"],
             "tag_concurrency_limits": concurrency["runs"]["tagConcurrencyLimits"],
@@ -293,7 +299,7 @@ def test_the_instance_the_chart_writes_is_dagster_yamls() -> None:
             else:
                 assert value == expected, (section, key)
             compared += 1
-    assert compared == 14
+    assert compared == 15
     # Instance storage: the same scheme (SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3).
     postgres = _values()["postgresql"]
     assert postgres["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]

@@ -10,7 +10,8 @@ million links is most of a build's time):
    their first and last day and up to N message ids behind each;
 4. computes degree, weighted degree, weighted PageRank, betweenness and Louvain communities on networkx;
 5. writes ``graph_nodes``, ``graph_edges``, ``graph_edge_messages``, ``graph_communities`` and
-   ``identity_decisions`` in one transaction, then the exports and the picture (``exports.py``).
+   ``identity_decisions`` in one transaction, and meanwhile renders the exports and the picture
+   (``exports.py``) beside their final names; they replace the previous files once the transaction commits.
 
 **Full or incremental.** Community detection and betweenness are most of a full build's time at scale and
 change little when one mailbox-day arrives, so a build that changes at most ``full_rebuild_share`` of the
