@@ -38,6 +38,7 @@ the code server too, which is what only monitoring can notice.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -218,7 +219,17 @@ def test_the_machine_tag_says_this_boot_and_reads_the_first_version() -> None:
         assert here.pid_namespace == os.readlink("/proc/self/ns/pid")
     assert Machine.from_tag(here.to_tag()) == here
     assert here.reboot_reason(here) is None
-    # The boot time moves with a wall-clock step; a few seconds is the same boot, an hour earlier is not.
+    if sys.platform.startswith("linux"):
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as source:
+            assert here.linux_boot_id == source.read().strip() != ""
+        # The boot id decides: the same boot whatever the boot time says (a clock stepped, a machine paused
+        # for ten minutes), another boot even at the same boot time.
+        paused = dataclasses.replace(here, boot_time=here.boot_time - 600)
+        assert here.reboot_reason(paused) is None
+        other_boot = dataclasses.replace(here, linux_boot_id="6f1c2a9e-0000-4000-8000-000000000000")
+        assert "has restarted since the run was launched" in here.reboot_reason(other_boot)
+    # Without a boot id (another platform, an older tag) the boot time decides: it moves with a wall-clock
+    # step, so a minute is the same boot, an hour earlier is not.
     stepped = Machine(here.hostname, here.pid_namespace, here.boot_time - BOOT_TIME_SLACK_S)
     assert here.reboot_reason(stepped) is None
     earlier = Machine(here.hostname, here.pid_namespace, here.boot_time - 3600)
@@ -285,6 +296,12 @@ def test_run_monitoring_with_zero_one_and_many_runs(sleeper: subprocess.Popen) -
                         instance, sleeper.pid, Machine(here.hostname, here.pid_namespace, here.boot_time - 600)
                     ),
                     DagsterRunStatus.FAILURE,
+                ),
+                # The same boot, its boot time moved by a clock step or a pause (the CI machine moved 10 s):
+                # the boot id says it is this boot, and the worker is alive.
+                "clock stepped": (
+                    _started_run(instance, sleeper.pid, dataclasses.replace(here, boot_time=here.boot_time - 600)),
+                    DagsterRunStatus.STARTED,
                 ),
                 # A tag of the first version (boot_id, no boot time): still checked, by pid.
                 "first-version tag, alive": (
