@@ -13,9 +13,11 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import sqlalchemy as sa
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, materialize
+from dagster._core.test_utils import create_run_for_test
 from PIL import Image
 
+from atom_pipelines.assets.mailbox_days import StaleStepError, refuse_if_run_ended
 from atom_pipelines.extraction.extractor import EntityExtractor
 from atom_pipelines.extraction.outcomes import Attempt, Outcome
 from atom_pipelines.extraction.providers import ExtractionProvider, MessageText
@@ -362,3 +364,14 @@ def test_a_run_with_unusable_day_tags_fails_at_its_first_step_naming_the_tag(
     assert named in failure.event_specific_data.error.to_string()
     store = MailStore(database_url=database_url)  # nothing was written: the step failed before the store
     assert store.count(schema.messages) == store.count(schema.mailbox_days) == 0
+
+
+def test_a_step_handed_out_after_its_run_ended_is_refused(instance: DagsterInstance) -> None:
+    """What a Celery broker's redelivery of a failed run's step meets at step_windows, before it writes or
+    records anything: the run's status as the instance has it now."""
+    running = create_run_for_test(instance, job_name="mail_to_links", status=DagsterRunStatus.STARTED)
+    refuse_if_run_ended(instance, running.run_id)  # a step of a run in progress runs
+    for status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED, DagsterRunStatus.SUCCESS):
+        ended = create_run_for_test(instance, job_name="mail_to_links", status=status)
+        with pytest.raises(StaleStepError, match=f"run {ended.run_id} already ended {status.value}"):
+            refuse_if_run_ended(instance, ended.run_id)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetExecutionContext, DagsterInstance, MetadataValue
 from sqlalchemy.exc import SQLAlchemyError
 
 from atom_pipelines.partitions import (
@@ -35,8 +35,30 @@ from atom_pipelines.store.resource import MailStore
 RANGES_SHOWN = 8
 
 
+class StaleStepError(RuntimeError):
+    """A step started for a run that has already ended."""
+
+
+def refuse_if_run_ended(instance: DagsterInstance, run_id: str) -> None:
+    """Raise ``StaleStepError`` when the run is no longer in progress: its step must not write.
+
+    With late acknowledgement the Celery broker hands a step whose worker lost the broker to a worker again,
+    even after its run has failed for that very loss and the run's retry has started. Run then, the stale
+    step rewrites days the retry has moved past, and each rewrite clears the progress of the assets
+    downstream (measured in CI: the stale extraction step ran after the retry's links and left 45 mailbox-days
+    of entity_links missing). Read from the instance, not the run the step was given, which may be older."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.is_finished:
+        raise StaleStepError(
+            f"run {run_id} already ended {run.status.value}: this step, handed out again after its run ended "
+            "(a Celery redelivery), is not run, so that it cannot overwrite what a later run stored"
+        )
+
+
 def step_windows(context: AssetExecutionContext, store: MailStore, asset: str) -> list[MailboxWindow]:
-    """The mailbox-days this step of ``asset`` covers (see the module docstring)."""
+    """The mailbox-days this step of ``asset`` covers (see the module docstring). Refuses a step whose run has
+    ended (``refuse_if_run_ended``) before anything is recorded."""
+    refuse_if_run_ended(context.instance, context.run.run_id)
     mailboxes = sorted(context.partition_keys)
     now = dt.datetime.now(dt.timezone.utc)
     explicit = requested_days(context.run.tags, now)
