@@ -638,7 +638,8 @@ def _export_graph(nodes: pd.DataFrame, edges: pd.DataFrame) -> nx.MultiDiGraph:
 
 
 def _plain_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[list[Any]]:
-    """Each column as a list of plain values, as ``DataFrame.to_dict`` gives them: dates as dates, NaN as None."""
+    """Each column as a list of plain values: dates as dates, NaN and NaT as None, numeric columns as Python
+    numbers (``tolist``); object columns keep their objects, which the exporters render as they are."""
     out = []
     for column in columns:
         series = frame[column]

@@ -152,7 +152,7 @@ class StagedFiles:
         while self._staged:
             partial, path = self._staged[0]
             os.replace(partial, path)
-            del self._staged[0]
+            del self._staged[0]  # only once renamed: a rename that fails leaves this file and the rest to discard
 
     def discard(self) -> None:
         while self._staged:
